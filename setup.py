@@ -1,0 +1,39 @@
+"""One distribution: the SeqIO tasks (t5x_tasks) and the trainer (t5x_engine), command `t5x`."""
+import setuptools
+
+# The stack verified to install and import together on Python 3.11 (see DESIGN.md).
+# jax here is the CPU build; for accelerators add the matching jaxlib plugin, e.g.
+#   pip install "jax[cuda12]==0.10.2"   or   pip install "jax[tpu]==0.10.2"
+INSTALL_REQUIRES = [
+    'jax==0.10.2',
+    'jaxlib==0.10.2',
+    'flax==0.12.8',
+    'optax==0.2.8',
+    'orbax-checkpoint==0.12.8',
+    'tensorstore>=0.1.70',
+    'seqio==0.0.20',
+    'tensorflow==2.21.0',
+    'tensorflow-text==2.21.1',
+    'gin-config==0.5.0',
+    'sentencepiece>=0.2',
+    'rouge-score==0.1.2',
+    'numpy>=1.26',
+    'ml_dtypes',
+    'msgpack',
+]
+HF_REQUIRES = ['torch==2.13.0', 'transformers>=5,<6', 'safetensors>=0.4']
+TEST_REQUIRES = ['pytest>=8'] + HF_REQUIRES
+
+
+setuptools.setup(
+    name='t5x-instruct',
+    version='0.1.0',
+    description='T5X-compatible JAX trainer and SeqIO tasks for CoPoet, Tk-Instruct, '
+                'the New Yorker caption contest and Deep Haiku.',
+    python_requires='>=3.11',
+    packages=setuptools.find_packages(include=['t5x_tasks', 't5x_tasks.*', 't5x_engine',
+                                               't5x_engine.*']),
+    install_requires=INSTALL_REQUIRES,
+    extras_require={'hf': HF_REQUIRES, 'test': TEST_REQUIRES},
+    entry_points={'console_scripts': ['t5x = t5x_engine.cli:main']},
+)

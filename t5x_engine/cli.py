@@ -1,0 +1,63 @@
+"""The `t5x` command: one subcommand per job, each a thin shell over a module."""
+import argparse
+import sys
+
+from t5x_engine import hf_convert, legacy_t5x
+
+_USER_ERRORS = (hf_convert.ConversionError, legacy_t5x.LegacyCheckpointError, ValueError,
+                FileExistsError, FileNotFoundError, KeyError)
+
+
+def _import_hf(args):
+  from t5x_engine import converters
+  converters.import_hf(args.hf_dir, args.model_dir)
+  print(f'wrote {args.model_dir} (checkpoint_0/, model.gin)')
+
+
+def _export_hf(args):
+  from t5x_engine import converters
+  converters.export_hf(args.model_dir, args.out_dir)
+  print(f'wrote {args.out_dir} (config.json, model.safetensors); load it with '
+        f'transformers.T5ForConditionalGeneration.from_pretrained({args.out_dir!r})')
+
+
+def _import_t5x(args):
+  from t5x_engine import converters
+  converters.import_t5x(args.checkpoint, args.model_dir)
+  print(f'wrote {args.model_dir} (checkpoint_0/, model.gin)')
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog='t5x', description='Train, evaluate and convert T5 models (T5X-compatible).')
+  sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+
+  p = sub.add_parser('import-hf', help='Hugging Face T5 folder -> MODEL_DIR checkpoint.')
+  p.add_argument('hf_dir', help='folder with config.json and model.safetensors or pytorch_model.bin')
+  p.add_argument('model_dir', help='new (or empty) folder to write')
+  p.set_defaults(run=_import_hf)
+
+  p = sub.add_parser('export-hf', help='MODEL_DIR checkpoint -> Hugging Face T5 folder.')
+  p.add_argument('model_dir', help='MODEL_DIR (latest checkpoint) or one checkpoint_<step> folder')
+  p.add_argument('out_dir', help='new (or empty) folder to write')
+  p.set_defaults(run=_export_hf)
+
+  p = sub.add_parser('import-t5x', help='legacy T5X checkpoint -> MODEL_DIR checkpoint.')
+  p.add_argument('checkpoint', help='T5X checkpoint folder or its `checkpoint` file (local or gs://)')
+  p.add_argument('model_dir', help='new (or empty) folder to write')
+  p.set_defaults(run=_import_t5x)
+  return parser
+
+
+def main(argv=None) -> int:
+  args = build_parser().parse_args(argv)
+  try:
+    args.run(args)
+  except _USER_ERRORS as e:
+    print(f't5x {args.command}: error: {e}', file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,37 @@
+"""File-system helpers shared by every writer: atomic folders, local or `gs://` paths."""
+import contextlib
+import os
+import shutil
+import uuid
+from typing import Iterator
+
+
+def is_remote(path: str) -> bool:
+  """True for bucket paths (`gs://...`), which go through tensorstore / tf.io.gfile."""
+  return '://' in path
+
+
+@contextlib.contextmanager
+def staging_dir(final: str) -> Iterator[str]:
+  """Yields a temporary sibling of `final`; renames it to `final` only on success.
+
+  `final` may not exist yet or be an empty folder; a non-empty one is an error, so
+  nothing a user made is overwritten. On any exception the temporary folder is removed.
+  """
+  final = os.path.abspath(final)
+  if os.path.isdir(final) and os.listdir(final):
+    raise FileExistsError(f'{final} exists and is not empty; choose a new output folder.')
+  if os.path.exists(final) and not os.path.isdir(final):
+    raise FileExistsError(f'{final} exists and is a file; choose a new output folder.')
+  parent = os.path.dirname(final)
+  os.makedirs(parent, exist_ok=True)
+  tmp = os.path.join(parent, f'.{os.path.basename(final)}.tmp-{uuid.uuid4().hex[:8]}')
+  os.makedirs(tmp)
+  try:
+    yield tmp
+    if os.path.isdir(final):
+      os.rmdir(final)
+    os.rename(tmp, final)
+  finally:
+    if os.path.exists(tmp):
+      shutil.rmtree(tmp)

@@ -1,0 +1,23 @@
+"""Shared test set-up: CPU only, quiet TensorFlow, a persistent compilation cache."""
+import os
+import pathlib
+
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / 'shared'
+
+jax.config.update('jax_compilation_cache_dir', str(ROOT / '.pytest_cache' / 'jax'))
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+
+
+@pytest.fixture(scope='session')
+def shared_dir() -> pathlib.Path:
+  """../shared (reference data and T5X fixtures), read in place; absent in a user's clone."""
+  if not SHARED.is_dir():
+    pytest.skip(f'{SHARED} is absent (a user clone without the reference data); CI has it')
+  return SHARED

@@ -1,0 +1,65 @@
+"""`t5x_engine.load` on every source it accepts, and the `t5x` console script."""
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import hf_models
+import t5x_engine
+from t5x_engine import cli, converters
+
+
+@pytest.fixture(scope='module')
+def medium_model_dir(tmp_path_factory):
+  """(transformers model, its HF folder, our MODEL_DIR) for a model whose max distance is 20."""
+  model = hf_models.make('t5_1_1', 'medium', seed=5)
+  root = tmp_path_factory.mktemp('api')
+  model.save_pretrained(root / 'hf')
+  converters.import_hf(str(root / 'hf'), str(root / 'model'))
+  return model, root / 'hf', root / 'model'
+
+
+def test_every_source_gives_the_same_logits(medium_model_dir):
+  model, hf_dir, model_dir = medium_model_dir
+  enc, dec = hf_models.padded_batch(model.config.vocab_size, seed=9)
+  expected = hf_models.hf_logits(model, enc, dec)
+  sources = [model_dir, model_dir / 'checkpoint_0', hf_dir]
+  for source in sources:
+    loaded = t5x_engine.load(str(source))
+    # Not derivable from shapes: it travels in model.gin (or config.json).
+    assert loaded.config.relative_attention_max_distance == 20, source
+    assert np.abs(loaded.logits(enc, dec) - expected).max() <= 1e-4, source
+
+
+def test_model_gin_describes_the_checkpoint(medium_model_dir):
+  _, _, model_dir = medium_model_dir
+  text = (model_dir / 'model.gin').read_text()
+  assert 'network.T5Config:' in text and 'relative_attention_max_distance = 20' in text
+  assert 'emb_dim = 48' in text and "mlp_activations = ('gelu', 'linear')" in text
+
+
+def test_load_rejects_a_folder_without_a_model(tmp_path):
+  with pytest.raises(FileNotFoundError, match='found no model'):
+    t5x_engine.load(str(tmp_path))
+
+
+def test_logits_checks_its_inputs(medium_model_dir):
+  loaded = t5x_engine.load(str(medium_model_dir[2]))
+  with pytest.raises(ValueError, match=r'\(2, 3\) and \(3, 3\)'):
+    loaded.logits(np.ones((2, 3)), np.ones((3, 3)))
+
+
+def test_console_script_lists_the_commands():
+  exe = shutil.which('t5x')
+  if exe is None:
+    pytest.skip('the t5x console script is not installed (run `pip install -e .`)')
+  out = subprocess.run([exe, '--help'], capture_output=True, text=True, check=True).stdout
+  for command in ('import-hf', 'export-hf', 'import-t5x'):
+    assert command in out
+
+
+def test_cli_help_without_install(capsys):
+  with pytest.raises(SystemExit) as e:
+    cli.main(['--help'])
+  assert e.value.code == 0 and 'import-t5x' in capsys.readouterr().out

@@ -1,6 +1,8 @@
 """`t5x_engine.load` on every source it accepts, and the `t5x` console script."""
+import os
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -51,7 +53,8 @@ def test_logits_checks_its_inputs(medium_model_dir):
 
 
 def test_console_script_lists_the_commands():
-  exe = shutil.which('t5x')
+  # The script sits beside the interpreter of the venv it was installed into.
+  exe = shutil.which('t5x', path=os.path.dirname(sys.executable)) or shutil.which('t5x')
   if exe is None:
     pytest.skip('the t5x console script is not installed (run `pip install -e .`)')
   out = subprocess.run([exe, '--help'], capture_output=True, text=True, check=True).stdout

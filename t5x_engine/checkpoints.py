@@ -6,6 +6,7 @@
 `target` and `state` are separate orbax items so that starting a fine-tune from a
 checkpoint reads the parameters only.
 """
+import logging
 import os
 import re
 from typing import Any, Optional
@@ -63,3 +64,58 @@ def restore_target(path: str) -> dict:
   """Parameters of a `checkpoint_<step>` folder as a nested dict of numpy arrays."""
   tree = ocp.StandardCheckpointer().restore(os.path.join(os.path.abspath(path), 'target'))
   return jax.tree_util.tree_map(np.asarray, tree)
+
+
+class TrainCheckpointer:
+  """Periodic (optionally asynchronous) saving and fall-back restoring for a training run.
+
+  A checkpoint's `state` item holds the step, the optimizer state, and the input
+  pipeline's position (batches consumed), so a restarted run continues exactly.
+  """
+
+  def __init__(self, model_dir: str, keep: Optional[int] = None, use_async: bool = True):
+    self.model_dir = model_dir
+    self._manager = manager(model_dir, max_to_keep=keep, enable_async=use_async)
+
+  def save(self, step: int, params: Any, opt_state: Any, input_position: int) -> None:
+    state = {'step': np.int64(step), 'opt_state': opt_state,
+             'input_position': np.int64(input_position)}
+    self._manager.save(step, args=ocp.args.Composite(target=ocp.args.StandardSave(params),
+                                                     state=ocp.args.StandardSave(state)),
+                       force=True)
+
+  def restore_latest(self, abstract_params: Any, abstract_opt_state: Any):
+    """(step, params, opt_state, input_position) from the newest readable checkpoint.
+
+    An unreadable newest checkpoint (truncated, a file missing) is reported with its
+    path and the previous one is tried; None only when MODEL_DIR holds no checkpoint.
+    Raises if checkpoints exist but none can be read: a run never silently restarts.
+    """
+    found = steps(self.model_dir)
+    abstract_state = {'step': np.int64(0), 'opt_state': abstract_opt_state,
+                      'input_position': np.int64(0)}
+    errors = []
+    for step in reversed(found):
+      try:
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            target=ocp.args.StandardRestore(abstract_params),
+            state=ocp.args.StandardRestore(abstract_state)))
+      except Exception as e:  # orbax/tensorstore raise many types for damaged files
+        path = checkpoint_dir(self.model_dir, step)
+        logging.warning('checkpoint %s is unreadable (%s: %s); trying the previous one.',
+                        path, type(e).__name__, str(e).splitlines()[0][:300])
+        errors.append(path)
+        continue
+      state = restored['state']
+      return (int(state['step']), restored['target'], state['opt_state'],
+              int(state['input_position']))
+    if errors:
+      raise RuntimeError(f'no checkpoint in {self.model_dir} could be read ({", ".join(errors)}); '
+                         'remove the damaged folders to start from scratch deliberately.')
+    return None
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()

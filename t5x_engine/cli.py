@@ -5,7 +5,8 @@ import sys
 from t5x_engine import hf_convert, legacy_t5x
 
 _USER_ERRORS = (hf_convert.ConversionError, legacy_t5x.LegacyCheckpointError, ValueError,
-                FileExistsError, FileNotFoundError, KeyError)
+                FileExistsError, FileNotFoundError, KeyError, PermissionError, FloatingPointError,
+                SyntaxError)
 
 
 def _import_hf(args):
@@ -27,10 +28,30 @@ def _import_t5x(args):
   print(f'wrote {args.model_dir} (checkpoint_0/, model.gin)')
 
 
+def _train(args):
+  import gin
+  from t5x_engine import gin_utils, train
+  files, bindings, paths, rest = gin_utils.split_flags(args.flags)
+  if rest:
+    raise ValueError(f'unknown arguments {rest}; t5x train takes --gin_file, --gin.NAME=VALUE, '
+                     '--gin_bindings and --gin_search_paths')
+  gin_utils.parse(files, bindings, paths)
+  gin.get_configurable(train.train)()
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='t5x', description='Train, evaluate and convert T5 models (T5X-compatible).')
   sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+
+  p = sub.add_parser(
+      'train', help='train with gin configs, as T5X\'s train.py',
+      description='t5x train --gin_file=FILE [--gin_file=...] [--gin.NAME=VALUE ...] '
+      '[--gin_bindings=...] [--gin_search_paths=DIR,...]. String values need quotes: '
+      '--gin.MODEL_DIR=\\"/tmp/model\\". Relative gin files are found in the search paths, '
+      'the repository\'s gin/ folder and the installed copy of it.')
+  p.add_argument('flags', nargs=argparse.REMAINDER, help='gin flags')
+  p.set_defaults(run=_train)
 
   p = sub.add_parser('import-hf', help='Hugging Face T5 folder -> MODEL_DIR checkpoint.')
   p.add_argument('hf_dir', help='folder with config.json and model.safetensors or pytorch_model.bin')
@@ -50,7 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-  args = build_parser().parse_args(argv)
+  argv = list(sys.argv[1:] if argv is None else argv)
+  parser = build_parser()
+  if argv[:1] == ['train'] and not {'-h', '--help'} & set(argv[1:]):
+    # gin flags look like options to argparse; hand them over untouched.
+    args = argparse.Namespace(command='train', run=_train, flags=argv[1:])
+  else:
+    args = parser.parse_args(argv)
   try:
     args.run(args)
   except _USER_ERRORS as e:

@@ -1,0 +1,209 @@
+"""`t5x train`: the training loop, configured by gin as T5X's `train_script.train`.
+
+Order of work: check MODEL_DIR and the batch against the mesh (before anything is
+compiled), write config.gin and model-info.txt, restore (latest checkpoint in MODEL_DIR,
+else INITIAL_CHECKPOINT_PATH, else from scratch), then step, log, evaluate and save.
+"""
+import logging
+import os
+from typing import Any, Callable, Iterator, Optional
+
+import jax
+import numpy as np
+
+from t5x_engine import checkpoints, metrics_writer, model_config, models, partitioning
+from t5x_engine import trainer as trainer_lib
+from t5x_engine import utils
+
+GetDatasetFn = Callable[..., Iterator[dict]]
+_NAN_POLICIES = ('stop', 'skip')
+
+
+def _default_get_dataset(cfg, **kw):
+  from t5x_engine import data  # SeqIO and TensorFlow load only when a task is used.
+  return data.get_dataset(cfg, **kw)
+
+
+def train(*, model: models.EncoderDecoderModel, train_dataset_cfg: utils.DatasetConfig,
+          partitioner: partitioning.PjitPartitioner, model_dir: str, total_steps: int,
+          trainer_cls: Callable[..., trainer_lib.Trainer] = trainer_lib.Trainer,
+          train_eval_dataset_cfg: Optional[utils.DatasetConfig] = None,
+          checkpoint_cfg: utils.CheckpointConfig = utils.CheckpointConfig(),
+          eval_period: Optional[int] = 1000, eval_steps: Optional[int] = None,
+          stats_period: int = 10, random_seed: int = 0, nan_policy: str = 'stop',
+          get_dataset_fn: GetDatasetFn = _default_get_dataset,
+          show_progress: bool = True) -> trainer_lib.TrainState:
+  """Trains `model` to `total_steps` optimizer steps; returns the final train state.
+
+  `nan_policy='stop'` ends the run with an error at the first non-finite loss;
+  'skip' leaves parameters unchanged on such steps and counts them (`skipped_steps`).
+  `get_dataset_fn(cfg, num_epochs=..., skip_batches=...)` yields this host's numpy
+  batches; the default reads the SeqIO task named in `cfg`.
+  """
+  if nan_policy not in _NAN_POLICIES:
+    raise ValueError(f'train.nan_policy={nan_policy!r}; use one of {_NAN_POLICIES}')
+  model_dir = os.path.abspath(os.path.expanduser(model_dir))
+  _check_writable(model_dir)
+  trainer = trainer_cls(model=model, partitioner=partitioner,
+                        skip_nonfinite_updates=nan_policy == 'skip')
+  partitioner.check_batch_size(train_dataset_cfg.batch_size, trainer.num_microbatches)
+  if train_eval_dataset_cfg is not None:
+    partitioner.check_batch_size(train_eval_dataset_cfg.batch_size)
+  _write_config(model_dir)
+  _write_model_info(model_dir, trainer)
+
+  save_cfg = checkpoint_cfg.save
+  ckpt = checkpoints.TrainCheckpointer(model_dir, keep=save_cfg.keep if save_cfg else None,
+                                       use_async=bool(save_cfg and save_cfg.use_async))
+  state, input_position = _restore_or_init(trainer, ckpt, checkpoint_cfg, random_seed)
+  start = int(state.step)
+  if start >= total_steps:
+    logging.info('MODEL_DIR %s is already at step %d >= TRAIN_STEPS %d; nothing to do.',
+                 model_dir, start, total_steps)
+    ckpt.close()
+    return state
+
+  batches = get_dataset_fn(train_dataset_cfg, num_epochs=None, skip_batches=input_position)
+  writer = metrics_writer.MetricsWriter(model_dir, start, total_steps, show_progress)
+  mesh = ' x '.join(f'{k}={v}' for k, v in partitioner.mesh.shape.items())
+  writer.log(f'training {model_dir} from step {start} to {total_steps} on mesh {mesh}')
+  dropout_rng = jax.random.fold_in(jax.random.PRNGKey(random_seed), 1)
+  window, pending, skipped = [], None, 0
+  for step in range(start, total_steps):
+    batch = _global_batch(partitioner, next(batches))
+    state, metrics = trainer.train_step(state, batch, dropout_rng)
+    input_position += 1
+    # Check the previous step's loss after this one is queued, so the device never idles.
+    if pending is not None:
+      skipped += _check_finite(pending, nan_policy)
+    pending = (step + 1, metrics)
+    window.append(metrics)
+    done = step + 1
+    if done % stats_period == 0 or done == total_steps:
+      skipped += _check_finite(pending, nan_policy)
+      pending = None
+      sums = jax.device_get(window)
+      _log_train(writer, done, sums, skipped)
+      window = []
+    if save_cfg and save_cfg.period and (done % save_cfg.period == 0 or done == total_steps):
+      ckpt.save(done, state.params, state.opt_state, input_position)
+    if train_eval_dataset_cfg is not None and eval_period and (
+        done % eval_period == 0 or done == total_steps):
+      scalars = evaluate(trainer, state.params, train_eval_dataset_cfg, get_dataset_fn, eval_steps)
+      writer.write(done, 'training_eval', scalars)
+  ckpt.wait()
+  ckpt.close()
+  plot = writer.close()
+  writer.log(f'done: {model_dir} (checkpoint_{total_steps}/, metrics.jsonl, {plot})')
+  return state
+
+
+def evaluate(trainer: trainer_lib.Trainer, params: Any, cfg: utils.DatasetConfig,
+             get_dataset_fn: GetDatasetFn, max_batches: Optional[int] = None) -> dict:
+  """Teacher-forced loss per token and token accuracy over one pass of `cfg`'s split."""
+  total = None
+  for i, batch in enumerate(get_dataset_fn(cfg, num_epochs=1)):
+    if max_batches is not None and i >= max_batches:
+      break
+    sums = jax.device_get(trainer.eval_step(params, _global_batch(trainer.partitioner, batch)))
+    total = sums if total is None else {k: total[k] + sums[k] for k in total}
+  if total is None:
+    raise ValueError(f'the {cfg.split!r} split of {cfg.mixture_or_task_name!r} gave no batches')
+  return models.summarize(total)
+
+
+def _log_train(writer, step: int, window: list, skipped: int) -> None:
+  sums = {k: float(np.sum([m[k] for m in window])) for k in window[0]}
+  scalars = models.summarize(sums)
+  scalars.update(loss=sums['loss'] / len(window), learning_rate=float(window[-1]['learning_rate']),
+                 grad_norm=float(window[-1]['grad_norm']), skipped_steps=skipped)
+  writer.advance(len(window), sums['weight_sum'])
+  writer.write(step, 'train', scalars)
+
+
+def _check_finite(pending, nan_policy: str) -> int:
+  step, metrics = pending
+  if float(metrics['nonfinite']) == 0.0:
+    return 0
+  if nan_policy == 'skip':
+    logging.warning('step %d: non-finite loss or gradients; update skipped.', step)
+    return 1
+  raise FloatingPointError(
+      f'step {step}: the loss is {float(metrics["loss"])} (non-finite loss or gradients). '
+      'Lower the learning rate, check the data, or set train_script.train.nan_policy = "skip" '
+      'to skip such steps. The last checkpoint in MODEL_DIR is intact.')
+
+
+def _global_batch(partitioner, local: dict) -> dict:
+  """This host's numpy rows -> global arrays sharded over 'data'."""
+  return {k: jax.make_array_from_process_local_data(partitioner.batch_sharding(v.ndim), v)
+          for k, v in local.items()}
+
+
+def _restore_or_init(trainer, ckpt, checkpoint_cfg, seed):
+  """T5X's order: MODEL_DIR's latest checkpoint, then INITIAL_CHECKPOINT_PATH, then scratch."""
+  abstract = trainer.abstract_state
+  restored = ckpt.restore_latest(abstract.params, abstract.opt_state)
+  if restored is not None:
+    step, params, opt_state, position = restored
+    state = trainer_lib.TrainState(
+        step=jax.device_put(np.int32(step), trainer.state_shardings.step),
+        params=params, opt_state=opt_state)
+    logging.info('restored step %d from %s', step, ckpt.model_dir)
+    return state, position
+  path = checkpoint_cfg.restore.path if checkpoint_cfg.restore else None
+  if path:
+    return trainer.state_from_params(load_initial_params(path, trainer)), 0
+  return trainer.init_state(jax.random.PRNGKey(seed)), 0
+
+
+def load_initial_params(path: str, trainer: trainer_lib.Trainer) -> Any:
+  """Parameters from INITIAL_CHECKPOINT_PATH, checked against the model's shapes."""
+  from t5x_engine import api, converters
+  cfg = trainer.model.config
+  if checkpoints.is_checkpoint(path) or checkpoints.latest(path):
+    folder = path if checkpoints.is_checkpoint(path) else checkpoints.latest(path)
+    params = checkpoints.restore_target(folder)
+  else:
+    params = api.load(path).params
+  converters.check_shapes(params, cfg, path)
+  return converters.cast_params(params, np.dtype(cfg.param_dtype))
+
+
+def _check_writable(model_dir: str) -> None:
+  try:
+    os.makedirs(model_dir, exist_ok=True)
+    probe = os.path.join(model_dir, '.write_test')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise PermissionError(f'MODEL_DIR {model_dir} is not writable ({e.strerror}); '
+                          'set --gin.MODEL_DIR=\\"/a/writable/path\\".') from None
+
+
+def _write_config(model_dir: str) -> None:
+  import gin
+  if jax.process_index() != 0:
+    return
+  path = os.path.join(model_dir, 'config.gin')
+  with open(path + '.tmp', 'w') as f:
+    f.write(gin.config_str())
+  os.replace(path + '.tmp', path)
+
+
+def _write_model_info(model_dir: str, trainer: trainer_lib.Trainer) -> None:
+  """MODEL_DIR/model-info.txt: each parameter's shape, logical axes and mesh axes."""
+  if jax.process_index() != 0:
+    return
+  cfg = trainer.model.config
+  shapes, axes = model_config.param_shapes(cfg), model_config.param_axes(cfg)
+  lines = [f'# {model_config.count_params(cfg):,} parameters; mesh {dict(trainer.partitioner.mesh.shape)}',
+           '# name  shape  logical_axes  mesh_axes']
+  for name in sorted(shapes):
+    mesh_axes = tuple(trainer.partitioner.mesh_axes(axes[name]))
+    lines.append(f'{name}  {shapes[name]}  {axes[name]}  {mesh_axes}')
+  path = os.path.join(model_dir, 'model-info.txt')
+  with open(path + '.tmp', 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+  os.replace(path + '.tmp', path)

@@ -1,0 +1,184 @@
+"""The partitioned train and eval steps, with gradient accumulation over microbatches.
+
+The train state lives sharded on the mesh; its shardings come from the parameters'
+logical axes through the partitioner's rules. The step is one `jax.jit` with explicit
+input/output shardings and the state donated.
+"""
+from typing import Any, Optional
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from t5x_engine import models, optimizers, partitioning
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # int32 scalar: updates applied so far
+  params: Any
+  opt_state: Any
+
+
+class Trainer:
+  """Builds the sharded train state and the jitted train/eval steps (T5X's `Trainer`).
+
+  Args:
+    model: the EncoderDecoderModel (its optimizer_def builds the optimizer).
+    partitioner: mesh and rules.
+    learning_rate_fn: step -> learning rate (see optimizers.create_learning_rate_scheduler).
+    num_microbatches: split each batch into this many parts and sum their gradients.
+    max_grad_norm: clip gradients by global norm before the optimizer (None: no clipping).
+    skip_nonfinite_updates: leave the state unchanged on a step whose loss or gradients
+      are not finite (the step counter still advances).
+  """
+
+  def __init__(self, model: models.EncoderDecoderModel, partitioner: partitioning.PjitPartitioner,
+               learning_rate_fn: Optional[optimizers.Schedule] = None,
+               num_microbatches: Optional[int] = None, max_grad_norm: Optional[float] = None,
+               skip_nonfinite_updates: bool = False):
+    self.model = model
+    self.partitioner = partitioner
+    self.learning_rate_fn = learning_rate_fn or optimizers.create_learning_rate_scheduler()
+    self.num_microbatches = num_microbatches or 1
+    self.skip_nonfinite_updates = skip_nonfinite_updates
+    optimizer_def = model.optimizer_def or optimizers.adafactor()
+    chain = [optax.clip_by_global_norm(max_grad_norm)] if max_grad_norm else []
+    self.tx = optax.chain(*chain, optimizer_def(self.learning_rate_fn))
+    self._boxed = jax.eval_shape(model.init_boxed_params, jax.random.PRNGKey(0))
+    self.param_logical_axes = nn.get_partition_spec(self._boxed)
+    abstract_params = nn.unbox(self._boxed)
+    self.state_shardings = self._shardings(abstract_params)
+    self.abstract_state = jax.tree_util.tree_map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        jax.eval_shape(self._init_state_from_params, abstract_params), self.state_shardings)
+    self._train_step = None
+    self._eval_step = None
+
+  # ----------------------------------------------------------------------- state
+
+  def _shardings(self, abstract_params) -> TrainState:
+    part = self.partitioner
+    param_shardings = jax.tree_util.tree_map(
+        lambda spec: part.sharding(tuple(spec)), self.param_logical_axes,
+        is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+    abstract_opt = jax.eval_shape(self.tx.init, abstract_params)
+    return TrainState(step=part.replicated, params=param_shardings,
+                      opt_state=_optimizer_shardings(abstract_opt, abstract_params,
+                                                     param_shardings, part.replicated))
+
+  def _init_state_from_params(self, params) -> TrainState:
+    return TrainState(step=jnp.int32(0), params=params, opt_state=self.tx.init(params))
+
+  def init_state(self, rng: jax.Array) -> TrainState:
+    """A fresh state, created directly in its shardings (never whole on one device)."""
+    fn = jax.jit(lambda r: self._init_state_from_params(self.model.init_params(r)),
+                 out_shardings=self.state_shardings)
+    with jax.set_mesh(self.partitioner.mesh):
+      return fn(rng)
+
+  def state_from_params(self, params: Any) -> TrainState:
+    """A state at step 0 around given parameters (e.g. a fine-tuning start point)."""
+    params = jax.device_put(params, self.state_shardings.params)
+    fn = jax.jit(self._init_state_from_params, in_shardings=(self.state_shardings.params,),
+                 out_shardings=self.state_shardings)
+    with jax.set_mesh(self.partitioner.mesh):
+      return fn(params)
+
+  # ----------------------------------------------------------------------- steps
+
+  def train_step(self, state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainState, dict]:
+    """One optimizer update; `rng` is the run's dropout key (folded with the step)."""
+    if self._train_step is None:
+      batch_shardings = {k: self.partitioner.batch_sharding(v.ndim) for k, v in batch.items()}
+      self._train_step = self.partitioner.partition(
+          self._train_step_fn, in_shardings=(self.state_shardings, batch_shardings,
+                                             self.partitioner.replicated),
+          out_shardings=(self.state_shardings, self.partitioner.replicated),
+          donate_argnums=(0,))
+    return self._train_step(state, batch, rng)
+
+  def eval_step(self, params: Any, batch: dict) -> dict:
+    """Teacher-forced metric sums for one batch (dropout off)."""
+    if self._eval_step is None:
+      batch_shardings = {k: self.partitioner.batch_sharding(v.ndim) for k, v in batch.items()}
+      self._eval_step = self.partitioner.partition(
+          self.model.eval_metrics, in_shardings=(self.state_shardings.params, batch_shardings),
+          out_shardings=self.partitioner.replicated)
+    return self._eval_step(params, batch)
+
+  def _train_step_fn(self, state: TrainState, batch: dict, rng: jax.Array):
+    step_rng = jax.random.fold_in(rng, state.step)
+    normalizer = self.model.loss_normalizer(batch)
+    grads, sums = self.accumulate_gradients(state.params, batch, step_rng, normalizer)
+    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    finite = jnp.isfinite(sums['loss_sum']) & jnp.all(jnp.asarray(
+        [jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)]))
+    if self.skip_nonfinite_updates:
+      keep = lambda new, old: jax.tree_util.tree_map(
+          lambda n, o: jnp.where(finite, n, o), new, old)
+      params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
+    metrics = dict(sums, loss=sums['loss_sum'] / normalizer,
+                   learning_rate=self.learning_rate_fn(state.step),
+                   grad_norm=optax.global_norm(grads), nonfinite=1.0 - finite.astype(jnp.float32))
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  def accumulate_gradients(self, params, batch: dict, rng: jax.Array, normalizer):
+    """Gradients of the whole batch's loss, summed over `num_microbatches` slices.
+
+    Microbatch i takes rows i, i+M, i+2M, ... so that each device keeps its own rows
+    (the batch is sharded over 'data' along rows) and no data moves between devices.
+    """
+    grad_fn = jax.grad(self.model.loss_fn, has_aux=True)
+    m = self.num_microbatches
+    if m == 1:
+      return grad_fn(params, batch, rng, normalizer)
+
+    def split(x):
+      x = x.reshape((x.shape[0] // m, m) + x.shape[1:])
+      return jnp.swapaxes(x, 0, 1)
+
+    micro = jax.tree_util.tree_map(split, batch)
+
+    def body(carry, inputs):
+      grads, sums = carry
+      index, mb = inputs
+      mb = {k: nn.with_logical_constraint(v, ('batch',) + (None,) * (v.ndim - 1))
+            for k, v in mb.items()}
+      g, s = grad_fn(params, mb, jax.random.fold_in(rng, index), normalizer)
+      add = lambda a, b: jax.tree_util.tree_map(jnp.add, a, b)
+      return (add(grads, g), add(sums, s)), None
+
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    _, sums_shape = jax.eval_shape(grad_fn, params, jax.tree_util.tree_map(lambda x: x[0], micro),
+                                   rng, normalizer)
+    zero_sums = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), sums_shape)
+    (grads, sums), _ = jax.lax.scan(body, (zeros, zero_sums), (jnp.arange(m), micro))
+    return grads, sums
+
+
+def _optimizer_shardings(abstract_opt, abstract_params, param_shardings, replicated):
+  """Optimizer-state leaves shaped like their parameter share its sharding; the rest
+  (counts, Adafactor's factored row/column statistics) are replicated."""
+  by_path = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_params)[0]:
+    by_path[_dict_keys(path)] = leaf.shape
+  shard_by_path = {_dict_keys(p): s for p, s in
+                   jax.tree_util.tree_flatten_with_path(param_shardings)[0]}
+
+  def pick(path, leaf):
+    keys = _dict_keys(path)
+    for start in range(len(keys)):
+      suffix = keys[start:]
+      if suffix in by_path and by_path[suffix] == leaf.shape:
+        return shard_by_path[suffix]
+    return replicated
+
+  return jax.tree_util.tree_map_with_path(pick, abstract_opt)
+
+
+def _dict_keys(path) -> tuple:
+  return tuple(str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey))

@@ -20,6 +20,9 @@ INSTALL_REQUIRES = [
     'numpy>=1.26',
     'ml_dtypes',
     'msgpack',
+    'tensorboardX>=2.6',
+    'matplotlib>=3.8',
+    'tqdm>=4.66',
 ]
 HF_REQUIRES = ['torch==2.13.0', 'transformers>=5,<6', 'safetensors>=0.4']
 TEST_REQUIRES = ['pytest>=8'] + HF_REQUIRES
@@ -32,7 +35,11 @@ setuptools.setup(
                 'the New Yorker caption contest and Deep Haiku.',
     python_requires='>=3.11',
     packages=setuptools.find_packages(include=['t5x_tasks', 't5x_tasks.*', 't5x_engine',
-                                               't5x_engine.*']),
+                                               't5x_engine.*']) + ['t5x_engine.gin'],
+    # gin/ ships inside the package, so an installed `t5x train` finds relative gin files.
+    package_dir={'t5x_engine.gin': 'gin'},
+    package_data={'t5x_engine.gin': ['*.gin', '*/*.gin', '*/*/*.gin'],
+                  't5x_tasks': ['data/*.md', 'data/*/*']},
     install_requires=INSTALL_REQUIRES,
     extras_require={'hf': HF_REQUIRES, 'test': TEST_REQUIRES},
     entry_points={'console_scripts': ['t5x = t5x_engine.cli:main']},

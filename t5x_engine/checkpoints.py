@@ -92,8 +92,8 @@ class TrainCheckpointer:
     Raises if checkpoints exist but none can be read: a run never silently restarts.
     """
     found = steps(self.model_dir)
-    abstract_state = {'step': np.int64(0), 'opt_state': abstract_opt_state,
-                      'input_position': np.int64(0)}
+    scalar = np.zeros((), np.int64)
+    abstract_state = {'step': scalar, 'opt_state': abstract_opt_state, 'input_position': scalar}
     errors = []
     for step in reversed(found):
       try:

@@ -1,0 +1,194 @@
+"""`t5x train` end to end: the quickstart, exact resume after SIGKILL, checkpoint
+fall-back, NaN handling, and the errors a user meets first."""
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import train_helpers
+import t5x_engine
+from t5x_engine import checkpoints, cli, model_config, partitioning, train, trainer, utils
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+T5X = [sys.executable, '-m', 't5x_engine.cli', 'train']
+ENV = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3',
+           JAX_COMPILATION_CACHE_DIR=str(ROOT / '.pytest_cache' / 'jax'))
+
+
+def _records(model_dir, split='train'):
+  with open(os.path.join(model_dir, 'metrics.jsonl')) as f:
+    return [r for r in map(json.loads, f) if r['split'] == split]
+
+
+@pytest.fixture(scope='module')
+def quickstart(tmp_path_factory):
+  model_dir = tmp_path_factory.mktemp('quickstart') / 'model'
+  proc = subprocess.run(T5X + ['--gin_file=gin/quickstart.gin', f'--gin.MODEL_DIR="{model_dir}"'],
+                        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return model_dir, proc
+
+
+def test_quickstart_halves_the_loss_and_leaves_its_files(quickstart):
+  model_dir, proc = quickstart
+  train = _records(model_dir)
+  assert train[-1]['step'] == 800
+  assert train[-1]['loss_per_token'] < 0.5 * train[0]['loss_per_token']
+  evals = _records(model_dir, 'training_eval')
+  assert [r['step'] for r in evals] == [400, 800] and evals[-1]['accuracy'] > evals[0]['accuracy']
+  for name in ('config.gin', 'model-info.txt', 'loss.png', 'checkpoint_800', 'checkpoint_400'):
+    assert (model_dir / name).exists(), name
+  assert list((model_dir / 'train').glob('events.out.tfevents.*'))
+  assert list((model_dir / 'training_eval').glob('events.out.tfevents.*'))
+  assert "MIXTURE_OR_TASK_NAME = 'copoet_quickstart'" in (model_dir / 'config.gin').read_text()
+  info = (model_dir / 'model-info.txt').read_text()
+  assert "decoder/logits_dense/kernel  (64, 384)  ('embed', 'vocab')  (None, 'model')" in info
+  assert 'training' in proc.stdout + proc.stderr and 'done:' in proc.stdout + proc.stderr
+
+
+def test_load_accepts_a_training_model_dir(quickstart):
+  model_dir, _ = quickstart
+  model = t5x_engine.load(str(model_dir))
+  assert model.source.endswith('checkpoint_800')
+  assert (model.config.emb_dim, model.config.vocab_size, model.config.dtype) == (64, 384, 'float32')
+  target = checkpoints.restore_target(str(model_dir / 'checkpoint_800'))
+  for key, value in model_config.flatten(target).items():
+    np.testing.assert_array_equal(model_config.flatten(model.params)[key], value)
+  logits = model.logits(np.array([[5, 6, 7, 1]]), np.array([[0, 5, 6]]))
+  assert logits.shape == (1, 3, 384) and np.isfinite(logits).all()
+
+
+def _resume_cmd(model_dir):
+  return T5X + ['--gin_file=gin/quickstart.gin', f'--gin.MODEL_DIR="{model_dir}"',
+                '--gin.TRAIN_STEPS=100', '--gin.SAVE_PERIOD=10', '--gin.DROPOUT_RATE=0.1',
+                '--gin.BATCH_SIZE=16', '--gin.train_script.train.train_eval_dataset_cfg=None']
+
+
+def test_sigkill_and_restart_gives_bit_identical_parameters(tmp_path):
+  whole, resumed = tmp_path / 'whole', tmp_path / 'resumed'
+  subprocess.run(_resume_cmd(whole), cwd=ROOT, env=ENV, check=True, capture_output=True,
+                 timeout=600)
+  proc = subprocess.Popen(_resume_cmd(resumed), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while not (resumed / 'checkpoint_20' / 'commit_success.txt').exists():
+    assert proc.poll() is None and time.time() < deadline, 'run ended before its checkpoint'
+    time.sleep(0.01)
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  killed_at = checkpoints.steps(str(resumed))[-1]
+  assert 20 <= killed_at < 100, killed_at
+  subprocess.run(_resume_cmd(resumed), cwd=ROOT, env=ENV, check=True, capture_output=True,
+                 timeout=600)
+  a = model_config.flatten(checkpoints.restore_target(str(whole / 'checkpoint_100')))
+  b = model_config.flatten(checkpoints.restore_target(str(resumed / 'checkpoint_100')))
+  assert a.keys() == b.keys()
+  for key in a:
+    assert a[key].tobytes() == b[key].tobytes(), key
+
+
+# ----------------------------------------------------------------------------- numpy runs
+
+def _run(model_dir, model=None, steps=6, **kw):
+  cfg = utils.DatasetConfig('numpy', {}, 'train', 8, True, 0)
+  kw.setdefault('get_dataset_fn', train_helpers.numpy_dataset())
+  return train.train(
+      model=model or train_helpers.tiny_model(), train_dataset_cfg=cfg,
+      partitioner=partitioning.PjitPartitioner(1), model_dir=str(model_dir), total_steps=steps,
+      checkpoint_cfg=utils.CheckpointConfig(save=utils.SaveCheckpointConfig(period=2, use_async=False)),
+      show_progress=False, stats_period=1, **kw)
+
+
+def test_unreadable_newest_checkpoint_falls_back_with_a_warning(tmp_path, caplog):
+  _run(tmp_path)
+  assert checkpoints.steps(str(tmp_path)) == [2, 4, 6]
+  newest = tmp_path / 'checkpoint_6'
+  damaged = [p for p in (newest / 'target').rglob('*') if p.is_file() and p.stat().st_size > 0]
+  for p in damaged:
+    p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])
+  abstract = trainer.Trainer(train_helpers.tiny_model(), partitioning.PjitPartitioner(1)).abstract_state
+  ckpt = checkpoints.TrainCheckpointer(str(tmp_path), use_async=False)
+  with caplog.at_level('WARNING'):
+    step, params, _, position = ckpt.restore_latest(abstract.params, abstract.opt_state)
+  assert (step, position) == (4, 4)
+  assert str(newest) in caplog.text and 'unreadable' in caplog.text
+  expected = model_config.flatten(checkpoints.restore_target(str(tmp_path / 'checkpoint_4')))
+  for key, value in model_config.flatten(params).items():
+    np.testing.assert_array_equal(np.asarray(value), expected[key])
+  # With every checkpoint damaged the run refuses to start over from scratch.
+  for name in ('checkpoint_2', 'checkpoint_4'):
+    for p in (tmp_path / name / 'target').rglob('*'):
+      if p.is_file():
+        p.write_bytes(b'')
+  with pytest.raises(RuntimeError, match='could be read'):
+    ckpt.restore_latest(abstract.params, abstract.opt_state)
+
+
+class _PoisonedModel(train_helpers.models.EncoderDecoderModel):
+  """NaN loss on the batch whose first token is 99 (the numpy dataset's batch 2)."""
+
+  def loss_fn(self, params, batch, dropout_rng, normalizer):
+    loss, sums = super().loss_fn(params, batch, dropout_rng, normalizer)
+    bad = batch['encoder_input_tokens'][0, 0] == 99
+    sums = dict(sums, loss_sum=jax.numpy.where(bad, jax.numpy.nan, sums['loss_sum']))
+    return jax.numpy.where(bad, jax.numpy.nan, loss), sums
+
+
+def _poisoned():
+  base = train_helpers.tiny_model()
+  return _PoisonedModel(base.module, optimizer_def=base.optimizer_def,
+                        loss_normalizing_factor='NUM_REAL_TARGET_TOKENS')
+
+
+def test_nan_loss_stops_or_skips(tmp_path):
+  batches = train_helpers.numpy_dataset()
+
+  def poisoned(cfg, **kw):
+    for i, b in enumerate(batches(cfg, **kw)):
+      if i + kw.get('skip_batches', 0) == 2:
+        b['encoder_input_tokens'][0, 0] = 99
+      yield b
+
+  with pytest.raises(FloatingPointError, match='step 3.*nan_policy'):
+    _run(tmp_path / 'stop', model=_poisoned(), get_dataset_fn=poisoned)
+  state = _run(tmp_path / 'skip', model=_poisoned(), get_dataset_fn=poisoned, nan_policy='skip')
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(state.params))
+  assert [r['skipped_steps'] for r in _records(tmp_path / 'skip')] == [0, 0, 1, 1, 1, 1]
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def test_unknown_task_lists_the_closest_names():
+  from t5x_engine import data
+  import t5x_tasks.quickstart  # noqa: F401
+  with pytest.raises(ValueError, match="'copoet_quickstrat'.*closest registered: copoet_quickstart"):
+    data.get_task(utils.DatasetConfig('copoet_quickstrat', {}, 'train', 8, False, 0))
+
+
+def test_gin_typo_names_the_binding(tmp_path, capsys):
+  code = cli.main(['train', '--gin_file=gin/quickstart.gin', f'--gin.MODEL_DIR="{tmp_path}"',
+                   '--gin.network.T5Config.emb_dimm=8'])
+  assert code == 2
+  err = capsys.readouterr().err
+  assert 'emb_dimm' in err
+  assert not list(tmp_path.iterdir())
+
+
+def test_unwritable_model_dir_fails_before_compiling(tmp_path):
+  blocker = tmp_path / 'file'
+  blocker.write_text('x')
+  with pytest.raises(PermissionError, match='not writable'):
+    _run(blocker / 'model')
+
+
+def test_engine_imports_without_tensorflow():
+  code = ('import sys, t5x_engine, t5x_engine.train, t5x_engine.trainer, t5x_engine.cli; '
+          'assert "tensorflow" not in sys.modules and "seqio" not in sys.modules, "TF imported"')
+  subprocess.run([sys.executable, '-c', code], check=True, env=ENV, timeout=120)

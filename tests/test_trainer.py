@@ -1,0 +1,110 @@
+"""The train step: microbatching, partitioning on 8 simulated devices, schedules, losses."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import train_helpers
+from t5x_engine import losses, optimizers, partitioning, trainer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def test_microbatched_gradients_equal_full_batch():
+  model = train_helpers.tiny_model()
+  part = partitioning.PjitPartitioner(1)
+  full = trainer.Trainer(model, part)
+  params = model.init_params(jax.random.PRNGKey(0))
+  batch = jax.tree_util.tree_map(jnp.asarray, train_helpers.numpy_batch(3))
+  normalizer = model.loss_normalizer(batch)
+  g1, s1 = full.accumulate_gradients(params, batch, jax.random.PRNGKey(1), normalizer)
+  for m in (2, 4):
+    gm, sm = trainer.Trainer(model, part, num_microbatches=m).accumulate_gradients(
+        params, batch, jax.random.PRNGKey(1), normalizer)
+    err = max(float(jnp.abs(a - b).max()) for a, b in
+              zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(gm)))
+    assert err <= 1e-5, (m, err)
+    assert float(sm['weight_sum']) == float(s1['weight_sum'])
+    np.testing.assert_allclose(float(sm['loss_sum']), float(s1['loss_sum']), rtol=1e-6)
+  assert max(float(jnp.abs(g).max()) for g in jax.tree_util.tree_leaves(g1)) > 1e-3
+
+
+@pytest.fixture(scope='module')
+def eight_device_run():
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu')
+  proc = subprocess.run([sys.executable, os.path.join(HERE, 'partition_worker.py')], env=env,
+                        capture_output=True, text=True, timeout=600)
+  lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
+  assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+  return json.loads(lines[-1][len('RESULT '):])
+
+
+@pytest.mark.parametrize('mesh', ['8x1', '4x2', '2x4', '4x2_2d'])
+def test_partitioned_losses_equal_single_device(eight_device_run, mesh):
+  single, run = eight_device_run['single'], eight_device_run[mesh]
+  np.testing.assert_allclose(run['losses'], single['losses'], atol=1e-5, rtol=0)
+  assert run['mismatches'] == []
+  # The loss moves between steps, so equal losses mean equal updates.
+  assert abs(single['losses'][0] - single['losses'][1]) > 1e-3
+
+
+def test_two_dimensional_sharding_shards_more_parameters(eight_device_run):
+  assert eight_device_run['4x2_2d']['sharded_params'] > eight_device_run['4x2']['sharded_params']
+
+
+def test_mesh_and_batch_errors_say_what_to_change(eight_device_run):
+  assert 'num_partitions=3' in eight_device_run['mesh_error']
+  assert 'divisor of 8' in eight_device_run['mesh_error']
+  msg = eight_device_run['batch_error']
+  assert 'BATCH_SIZE=6' in msg and 'data axis of size 4' in msg and 'multiple of 4' in msg
+
+
+def test_logical_axis_rules_table():
+  one = dict(partitioning.standard_logical_axis_rules())
+  assert one['batch'] == 'data' and one['embed'] is None and one['kv'] is None
+  for name in ('vocab', 'mlp', 'heads', 'joined_kv'):
+    assert one[name] == 'model'
+  for name in ('length', 'relpos_buckets', 'layers'):
+    assert one[name] is None
+  part = partitioning.PjitPartitioner(
+      1, partitioning.standard_logical_axis_rules(parameter_partitioning_dims=2))
+  assert tuple(part.mesh_axes(('embed', 'mlp'))) == ('data', 'model')
+  assert tuple(part.mesh_axes(('batch', 'length', 'embed'))) == ('data', None, None)
+  with pytest.raises(ValueError, match='num_partitions=2 does not divide the 1 devices'):
+    partitioning.PjitPartitioner(2)
+
+
+def test_learning_rate_schedules():
+  at = lambda s, step: float(s(step))
+  constant = optimizers.create_learning_rate_scheduler('constant', 1e-3)
+  assert at(constant, 0) == pytest.approx(1e-3) and at(constant, 10**6) == pytest.approx(1e-3)
+  warm = optimizers.create_learning_rate_scheduler('constant * linear_warmup', 2.0, warmup_steps=100)
+  assert [at(warm, s) for s in (50, 100, 400)] == pytest.approx([1.0, 2.0, 2.0])
+  rsqrt = optimizers.create_learning_rate_scheduler('constant * rsqrt_decay', 1.0, warmup_steps=10000)
+  assert at(rsqrt, 0) == pytest.approx(0.01) and at(rsqrt, 40000) == pytest.approx(0.005)
+  linear = optimizers.create_learning_rate_scheduler('constant * linear_decay', 1.0, warmup_steps=0,
+                                                     steps_per_cycle=1000)
+  assert [at(linear, s) for s in (0, 250, 1000)] == pytest.approx([1.0, 0.75, 1e-8])
+  cosine = optimizers.create_learning_rate_scheduler('constant * cosine_decay', 1.0, warmup_steps=100,
+                                                     steps_per_cycle=1000)
+  assert [at(cosine, s) for s in (100, 600, 1100)] == pytest.approx([1.0, 0.5, 1.0])
+  with pytest.raises(ValueError, match='cosine'):
+    optimizers.create_learning_rate_scheduler('constant * cosine')
+
+
+def test_cross_entropy_z_loss_and_label_smoothing():
+  logits = jnp.zeros((1, 1, 4))
+  loss, z = losses.cross_entropy_with_logits(logits, jnp.zeros((1, 1), jnp.int32), z_loss=1e-4)
+  assert float(loss[0, 0]) == pytest.approx(np.log(4) + 1e-4 * np.log(4) ** 2, rel=1e-6)
+  assert float(z[0, 0]) == pytest.approx(1e-4 * np.log(4) ** 2, rel=1e-6)
+  # With smoothing 0.1 over 4 classes the target is (0.9, 1/30, 1/30, 1/30); predicting
+  # exactly that distribution costs nothing once the target's entropy is subtracted.
+  target = jnp.array([0.9, 0.1 / 3, 0.1 / 3, 0.1 / 3])
+  smooth, _ = losses.cross_entropy_with_logits(jnp.log(target)[None, None], jnp.zeros((1, 1), jnp.int32),
+                                               label_smoothing=0.1)
+  assert abs(float(smooth[0, 0])) < 1e-6

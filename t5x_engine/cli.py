@@ -1,5 +1,6 @@
 """The `t5x` command: one subcommand per job, each a thin shell over a module."""
 import argparse
+import os
 import sys
 
 from t5x_engine import hf_convert, legacy_t5x
@@ -29,6 +30,8 @@ def _import_t5x(args):
 
 
 def _train(args):
+  # Gin files import seqio, and so TensorFlow: keep its start-up log quiet.
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   import gin
   from t5x_engine import gin_utils, train
   files, bindings, paths, rest = gin_utils.split_flags(args.flags)

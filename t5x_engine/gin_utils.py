@@ -58,9 +58,16 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str], search_paths: Seque
   root = logging.getLogger()
   root.addFilter(_quiet_search)
   try:
-    gin.parse_config_files_and_bindings(list(gin_files), list(bindings), finalize_config=False)
+    gin.parse_config_files_and_bindings(list(gin_files), [], finalize_config=False)
   finally:
     root.removeFilter(_quiet_search)
+  for binding in bindings:
+    try:
+      gin.parse_config(binding)
+    except (SyntaxError, ValueError) as e:
+      hint = (' String values need quotes, e.g. --gin.MODEL_DIR=\\"/tmp/model\\".'
+              if 'Unable to parse value' in str(e) else '')
+      raise ValueError(f'gin binding {binding!r}: {e}.{hint}') from None
 
 
 def _quiet_search(record: logging.LogRecord) -> bool:

@@ -3,7 +3,6 @@
 `standard_logical_axis_rules` is the one table where mesh axes appear: the network names
 logical axes only, and everything else asks the partitioner for shardings.
 """
-import contextlib
 from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
@@ -106,12 +105,6 @@ class PjitPartitioner:
           f'{self.num_partitions}). Make BATCH_SIZE a multiple of '
           f'{self.data_size * num_microbatches}, or change num_partitions.')
 
-  @contextlib.contextmanager
-  def rules_context(self):
-    """Mesh and rules in force, so the network's activation constraints apply."""
-    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
-      yield
-
   def partition(self, fn: Callable, in_shardings, out_shardings,
                 donate_argnums: Sequence[int] = ()) -> Callable:
     """jax.jit with explicit shardings, tracing `fn` under the mesh and rules."""
@@ -126,10 +119,4 @@ class PjitPartitioner:
       with jax.set_mesh(self.mesh):
         return jitted(*args)
 
-    run.lower = lambda *args: _lower(jitted, self.mesh, args)
     return run
-
-
-def _lower(jitted, mesh, args):
-  with jax.set_mesh(mesh):
-    return jitted.lower(*args)

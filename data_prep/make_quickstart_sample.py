@@ -12,8 +12,12 @@ SentencePiece trains single-threaded on every sentence in a fixed order.
 
   python data_prep/make_quickstart_sample.py [--out_dir t5x_tasks/data/copoet_sample]
 
-writes train.jsonl, validation.jsonl (one {"inputs", "targets"} object per line) and
-spiece.model. `make_splits()` returns the same examples without writing anything.
+writes, in CoPoet's raw format (JSON Lines of {"translation": {"en1": instruction,
+"en2": line}}), train.json and validation.json, three small test sets
+test_sets/{ki_ke,ki_ue,compositional}.json (format samples: the KI-KE/KI-UE distinction
+of the paper does not apply to this templated text), and spiece.model, trained on the
+train and validation text. `make_splits()` and `make_test_sets()` return the same
+examples without writing anything.
 """
 import argparse
 import io
@@ -182,6 +186,41 @@ def make_splits(seed: int = SEED, num_train: int = NUM_TRAIN,
   return {'train': examples[:num_train], 'validation': examples[num_train:]}
 
 
+NUM_TEST = 40
+TEST_KINDS = {
+    'ki_ke': (_about, _rhyme, _simile, _haiku),
+    'ki_ue': (_about, _rhyme, _simile, _haiku),
+    'compositional': (_compositional,),
+}
+
+
+def make_test_sets(seed: int = SEED) -> Dict[str, List[Example]]:
+  """{'ki_ke' | 'ki_ue' | 'compositional': [...]}: NUM_TEST examples each, none of
+  them in train or validation, drawn after the splits from their own seeded stream."""
+  taken = {(ex['inputs'], ex['targets']) for exs in make_splits(seed).values() for ex in exs}
+  sets = {}
+  for offset, (name, kinds) in enumerate(TEST_KINDS.items(), 1):
+    rng = random.Random(seed + offset)
+    examples: List[Example] = []
+    while len(examples) < NUM_TEST:
+      ex = rng.choice(kinds)(rng)
+      key = (ex['inputs'], ex['targets'])
+      if key not in taken:
+        taken.add(key)
+        examples.append(ex)
+    sets[name] = examples
+  return sets
+
+
+def _write_raw(path: str, examples: Sequence[Example]) -> None:
+  """CoPoet's raw JSON Lines format, written to a temporary name and renamed."""
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    for ex in examples:
+      record = {'translation': {'en1': ex['inputs'], 'en2': ex['targets']}}
+      f.write(json.dumps(record, ensure_ascii=False) + '\n')
+  os.replace(path + '.tmp', path)
+
+
 def train_vocabulary(sentences: Sequence[str], vocab_size: int = VOCAB_SIZE) -> bytes:
   """Trains a unigram SentencePiece model with T5's special ids; returns its bytes.
 
@@ -204,13 +243,13 @@ def train_vocabulary(sentences: Sequence[str], vocab_size: int = VOCAB_SIZE) -> 
 
 
 def write_sample(out_dir: str = DEFAULT_OUT_DIR) -> None:
-  """Writes train.jsonl, validation.jsonl and spiece.model to `out_dir`."""
-  os.makedirs(out_dir, exist_ok=True)
+  """Writes train.json, validation.json, test_sets/ and spiece.model to `out_dir`."""
+  os.makedirs(os.path.join(out_dir, 'test_sets'), exist_ok=True)
   splits = make_splits()
   for split, examples in splits.items():
-    with open(os.path.join(out_dir, f'{split}.jsonl'), 'w', encoding='utf-8') as f:
-      for ex in examples:
-        f.write(json.dumps(ex, ensure_ascii=False) + '\n')
+    _write_raw(os.path.join(out_dir, f'{split}.json'), examples)
+  for name, examples in make_test_sets().items():
+    _write_raw(os.path.join(out_dir, 'test_sets', f'{name}.json'), examples)
   sentences = [ex[key] for split in ('train', 'validation') for ex in splits[split]
                for key in ('inputs', 'targets')]
   with open(os.path.join(out_dir, 'spiece.model'), 'wb') as f:

@@ -1,5 +1,6 @@
 """The `t5x` command: one subcommand per job, each a thin shell over a module."""
 import argparse
+import json
 import os
 import sys
 
@@ -42,6 +43,19 @@ def _train(args):
   gin.get_configurable(train.train)()
 
 
+def _prep_copoet(args):
+  from t5x_tasks import copoet_instructions
+  counts = copoet_instructions.prep(args.poem_lines, args.out, seed=args.seed)
+  print(f'wrote {args.out}: {sum(counts.values())} pairs ' +
+        ', '.join(f'{k} {v}' for k, v in sorted(counts.items())))
+
+
+def _score_copoet(args):
+  from t5x_tasks import copoet_scoring
+  result = copoet_scoring.score_files(args.files, args.mode)
+  print(json.dumps(result, indent=2) if args.json else copoet_scoring.format_report(result))
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='t5x', description='Train, evaluate and convert T5 models (T5X-compatible).')
@@ -55,6 +69,24 @@ def build_parser() -> argparse.ArgumentParser:
       'the repository\'s gin/ folder and the installed copy of it.')
   p.add_argument('flags', nargs=argparse.REMAINDER, help='gin flags')
   p.set_defaults(run=_train)
+
+  prep = sub.add_parser('prep', help='turn raw data into task data').add_subparsers(
+      dest='dataset', required=True, metavar='DATASET')
+  p = prep.add_parser('copoet-instructions',
+                      help='poem lines -> CoPoet instruction pairs (JSON Lines)')
+  p.add_argument('poem_lines', help='text file: one poem line per line, blank lines between poems')
+  p.add_argument('out', help='output JSON Lines file ({"translation": {"en1", "en2"}})')
+  p.add_argument('--seed', type=int, default=0)
+  p.set_defaults(run=_prep_copoet)
+
+  score = sub.add_parser('score', help='score prediction files with a paper\'s metric')
+  score = score.add_subparsers(dest='benchmark', required=True, metavar='BENCHMARK')
+  p = score.add_parser('copoet', help='CoPoet success rate of .output or prediction files')
+  p.add_argument('files', nargs='+', help='one file per run')
+  p.add_argument('--mode', choices=('paper', 'strict'), default='paper',
+                 help='paper: the paper\'s scorer, quirks included (default); strict: fixed')
+  p.add_argument('--json', action='store_true', help='machine-readable output')
+  p.set_defaults(run=_score_copoet)
 
   p = sub.add_parser('import-hf', help='Hugging Face T5 folder -> MODEL_DIR checkpoint.')
   p.add_argument('hf_dir', help='folder with config.json and model.safetensors or pytorch_model.bin')

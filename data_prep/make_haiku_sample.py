@@ -19,7 +19,8 @@ from t5x_tasks import haiku
 def main() -> None:
   """Parses --txt/--out and writes the sample parquet."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--txt', default=haiku.SAMPLE_TXT, help='one haiku per line, " / " between lines')
+  parser.add_argument('--txt', default=haiku.SAMPLE_TXT,
+                      help='one haiku per line, " / " between lines')
   parser.add_argument('--out', default=haiku.SAMPLE_PARQUET, help='parquet to write')
   args = parser.parse_args()
   count = haiku.prep(args.txt, args.out, source='t5x_haiku_sample')

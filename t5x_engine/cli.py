@@ -31,8 +31,6 @@ def _import_t5x(args):
 
 
 def _train(args):
-  # Gin files import seqio, and so TensorFlow: keep its start-up log quiet.
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   import gin
   from t5x_engine import gin_utils, train
   files, bindings, paths, rest = gin_utils.split_flags(args.flags)
@@ -48,6 +46,23 @@ def _prep_copoet(args):
   counts = copoet_instructions.prep(args.poem_lines, args.out, seed=args.seed)
   print(f'wrote {args.out}: {sum(counts.values())} pairs ' +
         ', '.join(f'{k} {v}' for k, v in sorted(counts.items())))
+
+
+def _prep_haiku(args):
+  from t5x_tasks import haiku
+  rows = haiku.prep(args.input, args.out, source=args.source)
+  print(f'wrote {args.out}: {rows} haiku with phonemes and keywords')
+
+
+def _score_haiku(args):
+  from t5x_tasks import haiku
+  result = haiku.score_file(args.file, phonemes=args.phonemes)
+  if args.json:
+    print(json.dumps(result, indent=2))
+    return
+  print(f"{args.file}: {result['count']} haiku, {result['percent_575']:.1f}% with lines of "
+        '5, 7 and 5 syllables' + (f", {result['percent_topic_words']:.1f}% include every topic "
+                                  'word' if 'percent_topic_words' in result else ''))
 
 
 def _score_copoet(args):
@@ -79,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--seed', type=int, default=0)
   p.set_defaults(run=_prep_copoet)
 
+  p = prep.add_parser('haiku', help='haiku text or CSV -> parquet with phonemes and keywords')
+  p.add_argument('input', help='.txt (one haiku per line, lines joined by " / "), .csv '
+                 '(columns 0-2 are the lines) or .parquet')
+  p.add_argument('out', help='output .parquet with the statworx/haiku columns')
+  p.add_argument('--source', default=None, help='value of the source column')
+  p.set_defaults(run=_prep_haiku)
+
   score = sub.add_parser('score', help='score prediction files with a paper\'s metric')
   score = score.add_subparsers(dest='benchmark', required=True, metavar='BENCHMARK')
   p = score.add_parser('copoet', help='CoPoet success rate of .output or prediction files')
@@ -87,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
                  help='paper: the paper\'s scorer, quirks included (default); strict: fixed')
   p.add_argument('--json', action='store_true', help='machine-readable output')
   p.set_defaults(run=_score_copoet)
+
+  p = score.add_parser('haiku', help='share of 5-7-5 haiku (and topic words) in a file')
+  p.add_argument('file', help='JSON Lines with "prediction" (and "topic") or plain text')
+  p.add_argument('--phonemes', action='store_true', help='predictions are phonemes (| syllables)')
+  p.add_argument('--json', action='store_true', help='machine-readable output')
+  p.set_defaults(run=_score_haiku)
 
   p = sub.add_parser('import-hf', help='Hugging Face T5 folder -> MODEL_DIR checkpoint.')
   p.add_argument('hf_dir', help='folder with config.json and model.safetensors or pytorch_model.bin')
@@ -106,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+  # Tasks and gin files import seqio, and so TensorFlow: keep its start-up log quiet.
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   argv = list(sys.argv[1:] if argv is None else argv)
   parser = build_parser()
   if argv[:1] == ['train'] and not {'-h', '--help'} & set(argv[1:]):

@@ -23,15 +23,17 @@ postprocessor strips a trailing ` ⁇` as it strips a closing bracket.
 Data. `statworx/haiku` is one parquet (train.parquet) with columns `source`, `text` (the
 haiku, lines joined by " / "), `text_phonemes`, `keywords` (KeyBERT topics), `keyword_phonemes`,
 `gruen_score` (GRUEN text quality) and `text_punc` (the text with punctuation restored).
-The tasks read the parquet named by the environment variable HAIKU_DATA when the dataset
-is built (not at import), else the bundled sample t5x_tasks/data/haiku_sample.parquet.
+The tasks read, when a dataset is built (not at import), the parquet named by the gin
+binding `haiku.data_path.path`, else by the environment variable HAIKU_DATA, else the
+bundled sample t5x_tasks/data/haiku_sample.parquet; local or gs:// (through tf.io.gfile).
 Splits: the dataset has only a train file, so `split_of()` puts a haiku in `validation` when
 the first 8 bytes of SHA-256 of its `text`, as an integer, are 0-4 mod 100 (about 5%),
 else in `train`: stable across runs, machines and Python versions, unlike hash().
 
-Phoneme format (`phonemize()`), as in the dataset's `text_phonemes`: lowercase ARPAbet
-phones without stress digits; the phones of one syllable written together; syllables joined
-by "|"; words by spaces; lines by " / ". "an old silent pond" -> "aen owld say|lahnt paand".
+Phoneme format (`phonemize()`), following the description of the dataset's `text_phonemes`
+(we could not inspect its rows here): lowercase ARPAbet phones without stress digits; the
+phones of one syllable written together; syllables joined by "|"; words by spaces; lines by
+" / ". "an old silent pond" -> "aen owld say|lahnt paand".
 Pronunciations are CMUdict's first (pronouncing.phones_for_word). Syllable rule: one syllable
 per vowel phone; a lone consonant between two vowels starts the next syllable; in a longer
 cluster the first consonant closes the previous syllable and the rest start the next;
@@ -39,7 +41,7 @@ consonants before the first vowel / after the last belong to the first / last sy
 Fallback for words CMUdict lacks: the letters themselves are the phones. They are split by
 the same rule with each run of vowel letters (a e i o u y) as one nucleus, then adjacent
 pieces are merged from the end (silent e), or the longest piece halved, until there are
-syllapy.count(word) pieces: "blorptastic" -> "blorp|tas|tic". Tokens without letters
+syllapy.count(word) pieces: "blorptastic" -> "blor|ptas|tic". Tokens without letters
 (digits) are dropped from the phonemes and count 0 syllables: write numbers as words.
 
 `prep(input_path, out_path)` ("t5x prep haiku") turns one haiku per line (" / " between its
@@ -49,21 +51,21 @@ with punctuation other than in-word apostrophes removed, `text_punc` the haiku a
 `keywords` come from `extract_keywords()`, a stand-in for the dataset's KeyBERT: the (by
 default two) content words, outside a stop-word list and at least 3 letters long, that occur
 most often, the longer first, the earlier first; written in the order they occur. `gruen_score`
-is left null (GRUEN needs a model) and `source` is the input file's stem unless given.
+is left null (GRUEN needs a model); `source` is the given one, else a CSV's own `source`
+column, else the input file's stem.
 
 Metric (`score()`, `score_file()`): the percent of generations whose lines count exactly
 5, 7, 5 syllables (CMUdict's first pronunciation, syllapy for unknown words; punctuation
 stripped; hyphenated words count as their parts), and, with topics, the percent whose words
 include every topic keyword (case-insensitive whole words).
 
-Vocabulary. Tasks are registered on import with `default_vocabulary()`: T5's
-gs://t5-data/vocabs/cc_all.32000.100extra/sentencepiece.model with 100 extra ids, or the local
-spiece.model named by the environment variable T5_VOCAB (the quickstart's bundled model,
-vocabularies.QUICKSTART_SPM, gives vocabularies.quickstart_vocabulary()). seqio loads a
-SentencePiece model lazily, so importing reads nothing. `register(vocabulary)` re-registers
-all tasks and the mixture with another vocabulary (tests, notebooks).
+Vocabulary. Tasks are registered on import with the project's shared
+`vocabularies.TaskVocabulary()`: T5's public vocabulary unless gin binds
+`vocabularies.task_vocabulary` (e.g. `.name = 'quickstart'`); its file is read at first use,
+so importing loads nothing. `register(vocabulary)` re-registers all tasks and the mixture
+with another seqio.Vocabulary (tests, notebooks).
 
-The bundled sample is 43 haiku written for this project (t5x_tasks/data/haiku_sample.txt),
+The bundled sample is 50 haiku written for this project (t5x_tasks/data/haiku_sample.txt),
 built by `python data_prep/make_haiku_sample.py`, i.e. prep() on the txt.
 """
 import csv
@@ -74,6 +76,7 @@ import os
 import re
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+import gin
 import pronouncing
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -87,9 +90,6 @@ DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data')
 SAMPLE_TXT = os.path.join(DATA_DIR, 'haiku_sample.txt')
 SAMPLE_PARQUET = os.path.join(DATA_DIR, 'haiku_sample.parquet')
 DATA_ENV = 'HAIKU_DATA'
-VOCAB_ENV = 'T5_VOCAB'
-T5_VOCAB_PATH = 'gs://t5-data/vocabs/cc_all.32000.100extra/sentencepiece.model'
-T5_EXTRA_IDS = 100
 
 DATASET_COLUMNS = ('source', 'text', 'text_phonemes', 'keywords', 'keyword_phonemes',
                    'gruen_score', 'text_punc')
@@ -343,13 +343,19 @@ def _check_columns(path: str, names: Iterable[str]) -> None:
 
 
 def _read_table(path: str, columns: Optional[Sequence[str]] = None) -> pa.Table:
-  """Reads a parquet after checking REQUIRED_COLUMNS; errors name the file."""
+  """Reads a local or gs:// parquet after checking REQUIRED_COLUMNS; errors name the file."""
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f'{path}: no such haiku parquet; set haiku.data_path.path or '
+                            f'${DATA_ENV}, or build one with `t5x prep haiku`.')
+  # Whole file into memory: the dataset is a few MB, and GFile is no pyarrow file.
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    data = pa.BufferReader(f.read())
   try:
-    schema = pq.read_schema(path)
+    parquet = pq.ParquetFile(data)
   except (OSError, pa.ArrowException) as e:
     raise ValueError(f'{path}: not a readable parquet file ({e})') from e
-  _check_columns(path, schema.names)
-  return pq.read_table(path, columns=list(columns) if columns else None)
+  _check_columns(path, parquet.schema_arrow.names)
+  return parquet.read(columns=list(columns) if columns else None)
 
 
 def read_parquet(path: str) -> List[Row]:
@@ -400,8 +406,8 @@ def read_text(path: str) -> List[List[str]]:
 def _header_columns(row: Sequence[str]) -> Optional[Tuple[List[int], Optional[int]]]:
   """Positions of the line columns (and of `source`) if `row` is a header, else None.
 
-  A header names the line columns '0', '1', '2' (the Kaggle haiku CSV, which also has an
-  unnamed index column first) or 'line1', 'line2', 'line3'.
+  A header names the line columns '0', '1', '2' (as pandas writes them, possibly after an
+  unnamed index column) or 'line1', 'line2', 'line3', in any position.
   """
   names = [cell.strip().lower() for cell in row]
   source = names.index('source') if 'source' in names else None
@@ -560,9 +566,10 @@ def split_of(text: str) -> str:
   return 'validation' if int.from_bytes(digest[:8], 'big') % 100 < VALIDATION_PERCENT else 'train'
 
 
-def data_path() -> str:
-  """The parquet the tasks read: $HAIKU_DATA if set, else the bundled sample."""
-  return os.environ.get(DATA_ENV) or SAMPLE_PARQUET
+@gin.configurable(module='haiku')
+def data_path(path: Optional[str] = None) -> str:
+  """The parquet the tasks read: the gin binding, else $HAIKU_DATA, else the bundled sample."""
+  return path or os.environ.get(DATA_ENV) or SAMPLE_PARQUET
 
 
 @functools.lru_cache(maxsize=4)
@@ -584,10 +591,11 @@ def split_rows(split: str, path: Optional[str] = None) -> List[Row]:
   if split not in SPLITS:
     raise ValueError(f'Deep Haiku tasks have splits {SPLITS}, not {split!r}')
   path = path or data_path()
-  if not os.path.exists(path):
-    raise ValueError(f'{path}: no such haiku parquet (from ${DATA_ENV} or the bundled sample)')
-  stat = os.stat(path)
-  return [r for r in _cached_rows(path, stat.st_mtime_ns, stat.st_size)
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f'{path}: no such haiku parquet; set haiku.data_path.path or '
+                            f'${DATA_ENV}, or build one with `t5x prep haiku`.')
+  stat = tf.io.gfile.stat(path)
+  return [r for r in _cached_rows(path, stat.mtime_nsec, stat.length)
           if split_of(r['text']) == split]
 
 
@@ -624,24 +632,15 @@ def clean_generation(text: str) -> str:
   return text
 
 
-def postprocess(output: str, example: Any = None, is_target: bool = False) -> str:
-  """seqio postprocess_fn of the haiku tasks: clean_generation() on predictions and targets."""
-  del example, is_target
-  return clean_generation(output)
+def postprocess(output: Union[str, bytes], example: Any = None, is_target: bool = False) -> str:
+  """seqio postprocess_fn of the haiku tasks: clean_generation() on predictions and targets.
 
-
-def default_vocabulary() -> seqio.Vocabulary:
-  """T5's vocabulary, or the spiece.model at $T5_VOCAB; loaded lazily by seqio.
-
-  Returns:
-    seqio.SentencePieceVocabulary: vocabularies.quickstart_vocabulary() when $T5_VOCAB is
-    vocabularies.QUICKSTART_SPM; else $T5_VOCAB (a local copy of T5's model) or T5_VOCAB_PATH,
-    with T5's 100 extra ids.
+  seqio's evaluator passes targets as the pretokenized bytes, predictions as decoded str.
   """
-  path = os.environ.get(VOCAB_ENV)
-  if path and os.path.abspath(path) == os.path.abspath(vocabularies.QUICKSTART_SPM):
-    return vocabularies.quickstart_vocabulary()
-  return seqio.SentencePieceVocabulary(path or T5_VOCAB_PATH, extra_ids=T5_EXTRA_IDS)
+  del example, is_target
+  if isinstance(output, bytes):
+    output = output.decode('utf-8')
+  return clean_generation(output)
 
 
 def task_names() -> List[str]:
@@ -653,11 +652,12 @@ def register(vocabulary: Optional[seqio.Vocabulary] = None) -> List[seqio.Task]:
   """Registers (or re-registers) the four haiku tasks and `haiku_multitask`.
 
   Args:
-    vocabulary: seqio.Vocabulary for inputs and targets; default default_vocabulary().
+    vocabulary: seqio.Vocabulary for inputs and targets; default the shared
+      vocabularies.TaskVocabulary() (T5's unless gin binds vocabularies.task_vocabulary).
   Returns:
     list of the four seqio.Task, in FORMATS order.
   """
-  vocabulary = vocabulary or default_vocabulary()
+  vocabulary = vocabulary or vocabularies.TaskVocabulary()
   features = {'inputs': seqio.Feature(vocabulary, add_eos=True),
               'targets': seqio.Feature(vocabulary, add_eos=True)}
   # Re-importing or re-registering (tests, notebooks, reload) must not hit duplicate names.

@@ -15,7 +15,6 @@ Tasks: `copoet_instructions` (train, validation), `copoet_ki_ke`, `copoet_ki_ue`
 `copoet_compositional` (test, scored by the paper's success rate), and the mixture
 `copoet` of all four.
 """
-import json
 import os
 from typing import Optional
 
@@ -23,7 +22,7 @@ import gin
 import seqio
 import tensorflow as tf
 
-from t5x_tasks import copoet_metrics, vocabularies
+from t5x_tasks import copoet_metrics, jsonl, vocabularies
 
 ENV_VAR = 'COPOET_DATA_DIR'
 SAMPLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'copoet_sample')
@@ -47,23 +46,16 @@ def read_pairs(path: str) -> list[dict[str, str]]:
     raise FileNotFoundError(f'{path}: no such file; set {ENV_VAR} or copoet.data_dir.path to a '
                             f'folder with {", ".join(SPLIT_FILES.values())} and test_sets/.')
   pairs = []
-  with tf.io.gfile.GFile(path, 'r') as f:
-    for number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f'{path}:{number}: not valid JSON ({e.msg}).') from None
-      translation = record.get('translation') if isinstance(record, dict) else None
-      if not isinstance(translation, dict):
-        raise ValueError(f'{path}:{number}: missing field "translation" '
-                         '(expected {"translation": {"en1": instruction, "en2": line}}).')
-      for field in ('en1', 'en2'):
-        if not isinstance(translation.get(field), str):
-          raise ValueError(f'{path}:{number}: field "translation.{field}" is missing or not a '
-                           'string.')
-      pairs.append({'inputs': translation['en1'], 'targets': translation['en2']})
+  for number, record in jsonl.records(path):
+    translation = record.get('translation')
+    if not isinstance(translation, dict):
+      raise ValueError(f'{path}:{number}: missing field "translation" '
+                       '(expected {"translation": {"en1": instruction, "en2": line}}).')
+    for field in ('en1', 'en2'):
+      if not isinstance(translation.get(field), str):
+        raise ValueError(f'{path}:{number}: field "translation.{field}" is missing or not a '
+                         'string.')
+    pairs.append({'inputs': translation['en1'], 'targets': translation['en2']})
   return pairs
 
 

@@ -6,12 +6,11 @@ an instruction under `instruction`, `inputs` or `translation.en1`). Several file
 several runs: the report gives each file's rate, per instruction type, and the mean over
 runs with a 95% confidence interval (Student's t over the per-run rates).
 """
-import json
 import math
 import statistics
 from typing import Any, Sequence
 
-from t5x_tasks import copoet_metrics
+from t5x_tasks import copoet_metrics, jsonl
 
 # Two-sided 95% Student's t quantiles for 1..30 degrees of freedom; beyond, the normal 1.96.
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
@@ -21,17 +20,8 @@ _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
 
 def read_pairs(path: str) -> list[tuple[str, str]]:
   """(instruction, generation) pairs of one prediction file; errors name file, line, field."""
-  pairs = []
-  with open(path, encoding='utf-8') as f:
-    for number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f'{path}:{number}: not valid JSON ({e.msg}).') from None
-      pairs.append((_field(record, path, number, _instruction),
-                    _field(record, path, number, _generation)))
+  pairs = [(_field(record, path, number, _instruction), _field(record, path, number, _generation))
+           for number, record in jsonl.records(path)]
   if not pairs:
     raise ValueError(f'{path}: no predictions.')
   return pairs
@@ -49,7 +39,7 @@ def _generation(record: dict) -> Any:
 
 
 def _field(record, path, number, getter) -> str:
-  value = getter(record) if isinstance(record, dict) else None
+  value = getter(record)
   if not isinstance(value, str):
     wanted = ('"instruction" (or "inputs", "translation.en1")' if getter is _instruction
               else '"generation" (or "prediction")')

@@ -192,3 +192,64 @@ def test_engine_imports_without_tensorflow():
   code = ('import sys, t5x_engine, t5x_engine.train, t5x_engine.trainer, t5x_engine.cli; '
           'assert "tensorflow" not in sys.modules and "seqio" not in sys.modules, "TF imported"')
   subprocess.run([sys.executable, '-c', code], check=True, env=ENV, timeout=120)
+
+
+def test_keep_last_n_checkpoints(tmp_path):
+  cfg = utils.DatasetConfig('numpy', {}, 'train', 8, True, 0)
+  train.train(model=train_helpers.tiny_model(), train_dataset_cfg=cfg,
+              partitioner=partitioning.PjitPartitioner(1), model_dir=str(tmp_path), total_steps=8,
+              checkpoint_cfg=utils.CheckpointConfig(
+                  save=utils.SaveCheckpointConfig(period=2, keep=2, use_async=True)),
+              get_dataset_fn=train_helpers.numpy_dataset(), show_progress=False)
+  assert checkpoints.steps(str(tmp_path)) == [6, 8]
+
+
+def _start_from(path, tmp_path, model):
+  """The state a run starts with when INITIAL_CHECKPOINT_PATH is `path`."""
+  cfg = utils.DatasetConfig('numpy', {}, 'train', 8, True, 0)
+  return train.train(
+      model=model, train_dataset_cfg=cfg, partitioner=partitioning.PjitPartitioner(1),
+      model_dir=str(tmp_path), total_steps=0, get_dataset_fn=train_helpers.numpy_dataset(),
+      checkpoint_cfg=utils.CheckpointConfig(restore=utils.RestoreCheckpointConfig(path)),
+      show_progress=False)
+
+
+def _assert_same_params(state, expected):
+  got = model_config.flatten(jax.device_get(state.params))
+  want = model_config.flatten(expected)
+  assert got.keys() == want.keys()
+  for key in want:
+    np.testing.assert_array_equal(got[key], np.asarray(want[key], np.float32))
+
+
+def test_initial_checkpoint_from_each_format(tmp_path, shared_dir):
+  # Our own MODEL_DIR (a finished run) ...
+  _run(tmp_path / 'ours')
+  ours = checkpoints.restore_target(str(tmp_path / 'ours' / 'checkpoint_6'))
+  _assert_same_params(_start_from(str(tmp_path / 'ours'), tmp_path / 'a', train_helpers.tiny_model()),
+                      ours)
+  # ... a legacy T5X checkpoint (T5X's own tiny test checkpoint) ...
+  fixture = shared_dir / 'fixtures' / 't5x' / 'test_t5_tiny.checkpoint_0'
+  tiny = train_helpers.models.EncoderDecoderModel(train_helpers.Transformer(
+      t5x_engine.load(str(fixture)).config))
+  _assert_same_params(_start_from(str(fixture), tmp_path / 'b', tiny),
+                      t5x_engine.load(str(fixture)).params)
+  # ... and a Hugging Face folder.
+  from t5x_engine import converters
+  converters.export_hf(str(tmp_path / 'ours'), str(tmp_path / 'hf'))
+  _assert_same_params(_start_from(str(tmp_path / 'hf'), tmp_path / 'c', train_helpers.tiny_model()),
+                      ours)
+
+
+def test_model_dir_checkpoint_wins_over_initial_checkpoint(tmp_path):
+  _run(tmp_path / 'init')
+  _run(tmp_path / 'run', steps=2)
+  resumed = _start_from(str(tmp_path / 'init'), tmp_path / 'run', train_helpers.tiny_model())
+  assert int(resumed.step) == 2
+  _assert_same_params(resumed, checkpoints.restore_target(str(tmp_path / 'run' / 'checkpoint_2')))
+
+
+def test_initial_checkpoint_of_another_shape_names_the_parameter(tmp_path):
+  _run(tmp_path / 'init')
+  with pytest.raises(ValueError, match=r"init: parameter 'decoder/decoder_norm/scale' has shape \(32,\), expected \(16,\)"):
+    _start_from(str(tmp_path / 'init'), tmp_path / 'x', train_helpers.tiny_model(emb_dim=16))

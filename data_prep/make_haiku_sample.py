@@ -1,9 +1,10 @@
 """Builds the Deep Haiku sample parquet bundled with t5x_tasks from its plain-text source.
 
 The 50 haiku in t5x_tasks/data/haiku_sample.txt were written for this project (most are
-5-7-5 by t5x_tasks.haiku.syllable_counts; a few are deliberately not, as in real data).
-This runs `t5x_tasks.haiku.prep()` on that file, so the parquet has the columns of
-`statworx/haiku` with phonemes and keywords derived as documented in t5x_tasks/haiku.py:
+5-7-5 by t5x_tasks.haiku_phonetics.syllable_counts; a few are deliberately not, as in real
+data). This runs `t5x_tasks.haiku_data.prep()` on that file, so the parquet has the columns
+of `statworx/haiku` with phonemes and keywords derived as documented in
+t5x_tasks/haiku_data.py and t5x_tasks/haiku_phonetics.py:
 
   python data_prep/make_haiku_sample.py [--txt PATH] [--out PATH]
 
@@ -13,17 +14,17 @@ Your own haiku (text or CSV) go through the same prep(): `t5x prep haiku IN OUT`
 """
 import argparse
 
-from t5x_tasks import haiku
+from t5x_tasks import haiku_data
 
 
 def main() -> None:
   """Parses --txt/--out and writes the sample parquet."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--txt', default=haiku.SAMPLE_TXT,
+  parser.add_argument('--txt', default=haiku_data.SAMPLE_TXT,
                       help='one haiku per line, " / " between lines')
-  parser.add_argument('--out', default=haiku.SAMPLE_PARQUET, help='parquet to write')
+  parser.add_argument('--out', default=haiku_data.SAMPLE_PARQUET, help='parquet to write')
   args = parser.parse_args()
-  count = haiku.prep(args.txt, args.out, source='t5x_haiku_sample')
+  count = haiku_data.prep(args.txt, args.out, source='t5x_haiku_sample')
   print(f'wrote {count} haiku to {args.out}')
 
 

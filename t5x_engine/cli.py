@@ -65,6 +65,37 @@ def _score_haiku(args):
                                   'word' if 'percent_topic_words' in result else ''))
 
 
+def _prep_ni(args):
+  from t5x_tasks import ni_data
+  result = ni_data.prep(args.data, args.out, max_train_instances=args.max_train_instances,
+                        max_test_instances=args.max_test_instances, split=args.split)
+  missing = f", {len(result['missing'])} listed tasks missing" if result['missing'] else ''
+  print(f"wrote {args.out}: {result['train']} train instances ({result['tasks']['train']} tasks), "
+        f"{result['test']} test instances ({result['tasks']['test']} tasks){missing}")
+
+
+def _score_ni(args):
+  from t5x_tasks import ni_metrics
+  if args.baseline:
+    if not args.test:
+      raise ValueError('--baseline needs --test, the test.jsonl written by `t5x prep ni`')
+    result = ni_metrics.score_baseline(args.test, args.references, args.baseline, args.track,
+                                       args.tokenizer)
+  else:
+    if not args.predictions:
+      raise ValueError('give --predictions P.jsonl (or --baseline copy_input|copy_demo)')
+    result = ni_metrics.score_files(args.predictions, args.references, args.track,
+                                    args.tokenizer)
+  print(json.dumps(result, indent=2) if args.json else ni_metrics.format_report(result))
+
+
+def _score_caption(args):
+  from t5x_tasks import caption_contest_metrics
+  result = caption_contest_metrics.score(args.task, args.predictions, args.data, args.split)
+  print(json.dumps(result, indent=2) if args.json
+        else caption_contest_metrics.format_report(result))
+
+
 def _score_copoet(args):
   from t5x_tasks import copoet_scoring
   result = copoet_scoring.score_files(args.files, args.mode)
@@ -101,6 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--source', default=None, help='value of the source column')
   p.set_defaults(run=_prep_haiku)
 
+  p = prep.add_parser('ni', help='Super-NaturalInstructions checkout -> train/test/references '
+                      'JSON Lines (Tk-Instruct protocol)')
+  p.add_argument('--data', required=True, help='folder with tasks/ and splits/')
+  p.add_argument('--out', required=True, help='output folder')
+  p.add_argument('--max_train_instances', type=int, default=100)
+  p.add_argument('--max_test_instances', type=int, default=100)
+  p.add_argument('--split', default='default', help='splits/ subfolder: default or xlingual')
+  p.set_defaults(run=_prep_ni)
+
   score = sub.add_parser('score', help='score prediction files with a paper\'s metric')
   score = score.add_subparsers(dest='benchmark', required=True, metavar='BENCHMARK')
   p = score.add_parser('copoet', help='CoPoet success rate of .output or prediction files')
@@ -115,6 +155,29 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--phonemes', action='store_true', help='predictions are phonemes (| syllables)')
   p.add_argument('--json', action='store_true', help='machine-readable output')
   p.set_defaults(run=_score_haiku)
+
+  p = score.add_parser('ni', help='Super-NaturalInstructions: exact match and ROUGE-L')
+  p.add_argument('--predictions', help='JSON Lines of {"id", "prediction"}')
+  p.add_argument('--references', required=True,
+                 help='JSON Lines of {"id", "task_id", "task_category", "references", "track"}')
+  p.add_argument('--track', default='default', choices=('default', 'xlingual'))
+  p.add_argument('--tokenizer', default=None,
+                 help='local GPT-2 tokenizer folder (required for the xlingual track)')
+  p.add_argument('--baseline', choices=('copy_input', 'copy_demo'), default=None,
+                 help='score a heuristic baseline instead of predictions')
+  p.add_argument('--test', default=None, help='test.jsonl from `t5x prep ni` (for --baseline)')
+  p.add_argument('--json', action='store_true', help='machine-readable output')
+  p.set_defaults(run=_score_ni)
+
+  p = score.add_parser('caption', help='New Yorker caption contest: matching, ranking, '
+                       'explanation')
+  p.add_argument('--task', required=True, choices=('matching', 'ranking', 'explanation'))
+  p.add_argument('--predictions', nargs='+', required=True,
+                 help='official {instance_id: prediction} JSON, one file per split')
+  p.add_argument('--data', default=None, help='data folder (default: the configured one)')
+  p.add_argument('--split', default='test', choices=('test', 'validation'))
+  p.add_argument('--json', action='store_true', help='machine-readable output')
+  p.set_defaults(run=_score_caption)
 
   p = sub.add_parser('import-hf', help='Hugging Face T5 folder -> MODEL_DIR checkpoint.')
   p.add_argument('hf_dir', help='folder with config.json and model.safetensors or pytorch_model.bin')

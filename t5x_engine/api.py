@@ -1,18 +1,22 @@
-"""The notebook API: `t5x_engine.load(path)` and a model object that takes numpy.
+"""The notebook API: `t5x_engine.load(path)` and a model object that takes numpy or text.
 
     model = t5x_engine.load('/path/to/model_dir')   # ours, an HF folder, or a T5X checkpoint
     logits = model.logits(encoder_input_tokens, decoder_input_tokens)
+    model.generate(["Write a poetic sentence about 'sea'"], decode='sample', top_k=5)
+    model.score(["Write a haiku about 'snow'"], ["snow falls / on the roof / quiet"])
 """
 import dataclasses
 import functools
 import os
-from typing import Optional
+from typing import Optional, Sequence
 
 import jax
 import numpy as np
 
 from t5x_engine import checkpoints, converters, hf_convert, legacy_t5x, model_config
 from t5x_engine.network import T5Config, Transformer
+
+EOS_ID = 1
 
 # Fields a parameter tree's shapes cannot tell; these come from the gin file when present.
 _NON_SHAPE_FIELDS = ('dtype', 'param_dtype', 'dropout_rate', 'float32_attention_logits',
@@ -40,6 +44,72 @@ class Model:
       raise ValueError(f'expected token arrays [batch, length] with one batch size, got '
                        f'{enc.shape} and {dec.shape}')
     return np.asarray(self._apply({'params': self.params}, enc, dec))
+
+  @functools.cached_property
+  def tokenizer(self):
+    """The SentencePiece processor of `vocabulary_path` (T5's ids: pad 0, eos 1)."""
+    if not self.vocabulary_path:
+      raise ValueError(f'{self.source}: no vocabulary (spiece.model) came with this model; '
+                       'text in and out needs one.')
+    import sentencepiece as spm
+    return spm.SentencePieceProcessor(model_file=self.vocabulary_path)
+
+  def encode_texts(self, texts: Sequence[str], length: Optional[int] = None) -> np.ndarray:
+    """int32 [n, length]: each text's pieces plus EOS, right-padded with 0 (and truncated
+    to `length` when given; the default is the longest text, rounded up to 8)."""
+    ids = [self.tokenizer.encode(t) + [EOS_ID] for t in texts]
+    if length is None:
+      length = max(8, -(-max(len(x) for x in ids) // 8) * 8)
+    out = np.zeros((len(ids), length), np.int32)
+    for row, x in enumerate(ids):
+      x = x[:length]
+      out[row, :len(x)] = x
+    return out
+
+  def decode_tokens(self, tokens) -> str:
+    """Token ids up to the first EOS (or padding) -> text; sentinel ids are dropped."""
+    pieces = self.tokenizer.get_piece_size()
+    kept = []
+    for t in np.asarray(tokens).tolist():
+      if t in (0, EOS_ID):
+        break
+      if t < pieces:
+        kept.append(t)
+    return self.tokenizer.decode(kept)
+
+  def generate(self, prompts: Sequence[str], *, batch_size: int = 32, **decode_options):
+    """Texts -> generated texts (a list of lists when `num_decodes` > 1 for sampling).
+
+    Options (decoding.DecodeOptions): max_decode_length, decode ('greedy' | 'beam' |
+    'sample'), num_decodes, alpha, temperature, top_k, top_p, no_repeat_ngram_size, seed.
+    Greedy by default. Beam search returns the best beam.
+    """
+    from t5x_engine import decoding
+    options = decoding.DecodeOptions(**decode_options)
+    outputs = []
+    for start in range(0, len(prompts), batch_size):
+      enc = self.encode_texts(prompts[start:start + batch_size])
+      tokens, _ = decoding.generate(Transformer(self.config), self.params, enc, options)
+      for row in np.asarray(tokens):
+        texts = [self.decode_tokens(t) for t in row]
+        many = options.decode == 'sample' and options.num_decodes > 1
+        outputs.append(texts if many else texts[0])
+    return outputs
+
+  def score(self, inputs: Sequence[str], targets: Sequence[str]) -> np.ndarray:
+    """float32 [n]: log-likelihood of each target (with its EOS) given its input."""
+    if len(inputs) != len(targets):
+      raise ValueError(f'{len(inputs)} inputs but {len(targets)} targets')
+    enc, tgt = self.encode_texts(inputs), self.encode_texts(targets)
+    dec = np.concatenate([np.zeros_like(tgt[:, :1]), tgt[:, :-1]], axis=1)
+    batch = {'encoder_input_tokens': enc, 'decoder_input_tokens': dec,
+             'decoder_target_tokens': tgt}
+    return np.asarray(self._score(self.params, batch))
+
+  @functools.cached_property
+  def _score(self):
+    from t5x_engine import models
+    return jax.jit(models.EncoderDecoderModel(Transformer(self.config)).score_batch)
 
 
 def load(path: str) -> Model:

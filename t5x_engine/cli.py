@@ -6,9 +6,10 @@ import sys
 
 from t5x_engine import hf_convert, legacy_t5x
 
+# Errors whose message tells the user what to fix: printed without a traceback.
 _USER_ERRORS = (hf_convert.ConversionError, legacy_t5x.LegacyCheckpointError, ValueError,
                 FileExistsError, FileNotFoundError, KeyError, PermissionError, FloatingPointError,
-                SyntaxError)
+                SyntaxError, RuntimeError)
 
 
 def _import_hf(args):
@@ -19,8 +20,12 @@ def _import_hf(args):
 
 def _export_hf(args):
   from t5x_engine import converters
-  converters.export_hf(args.model_dir, args.out_dir)
-  print(f'wrote {args.out_dir} (config.json, model.safetensors); load it with '
+  report = converters.export_hf(args.model_dir, args.out_dir, verify=args.verify,
+                                force=args.force)
+  if report:
+    print(f"verified: logits max |diff| {report['logits_max_abs_diff']:.2e} vs transformers; "
+          f"greedy decodes of {report['greedy_prompts']} prompts token-identical")
+  print(f'wrote {args.out_dir}; load it with '
         f'transformers.T5ForConditionalGeneration.from_pretrained({args.out_dir!r})')
 
 
@@ -30,15 +35,33 @@ def _import_t5x(args):
   print(f'wrote {args.model_dir} (checkpoint_0/, model.gin)')
 
 
-def _train(args):
+def _gin_command(args):
+  """train / infer / eval: parse T5X-style gin flags, then call the configured function."""
   import gin
-  from t5x_engine import gin_utils, train
+  from t5x_engine import gin_utils
   files, bindings, paths, rest = gin_utils.split_flags(args.flags)
+  for flag in list(rest):
+    name, _, value = flag.partition('=')
+    if args.command == 'infer' and name == '--num_runs' and value:
+      bindings.append(f'NUM_RUNS = {int(value)}')
+      rest.remove(flag)
   if rest:
-    raise ValueError(f'unknown arguments {rest}; t5x train takes --gin_file, --gin.NAME=VALUE, '
-                     '--gin_bindings and --gin_search_paths')
+    raise ValueError(f'unknown arguments {rest}; t5x {args.command} takes --gin_file, '
+                     '--gin.NAME=VALUE, --gin_bindings and --gin_search_paths'
+                     + (' (and --num_runs=N)' if args.command == 'infer' else ''))
   gin_utils.parse(files, bindings, paths)
-  gin.get_configurable(train.train)()
+  gin.get_configurable(_entry_point(args.command))()
+
+
+def _entry_point(command: str):
+  if command == 'train':
+    from t5x_engine import train
+    return train.train
+  if command == 'infer':
+    from t5x_engine import infer
+    return infer.infer
+  from t5x_engine import evaluation
+  return evaluation.evaluate
 
 
 def _prep_copoet(args):
@@ -107,14 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
       prog='t5x', description='Train, evaluate and convert T5 models (T5X-compatible).')
   sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
 
-  p = sub.add_parser(
-      'train', help='train with gin configs, as T5X\'s train.py',
-      description='t5x train --gin_file=FILE [--gin_file=...] [--gin.NAME=VALUE ...] '
-      '[--gin_bindings=...] [--gin_search_paths=DIR,...]. String values need quotes: '
-      '--gin.MODEL_DIR=\\"/tmp/model\\". Relative gin files are found in the search paths, '
-      'the repository\'s gin/ folder and the installed copy of it.')
-  p.add_argument('flags', nargs=argparse.REMAINDER, help='gin flags')
-  p.set_defaults(run=_train)
+  for command, help_text in (
+      ('train', "train with gin configs, as T5X's train.py"),
+      ('infer', 'decode a task split or a prompts file into JSON Lines (runs/infer.gin)'),
+      ('eval', "decode a task or mixture's test tasks and apply their metrics (runs/eval.gin)")):
+    p = sub.add_parser(
+        command, help=help_text,
+        description=f't5x {command} --gin_file=FILE [--gin_file=...] [--gin.NAME=VALUE ...] '
+        '[--gin_bindings=...] [--gin_search_paths=DIR,...]. String values need quotes: '
+        '--gin.MODEL_DIR=\\"/tmp/model\\". Relative gin files are found in the search paths, '
+        'the repository\'s gin/ folder and the installed copy of it.')
+    p.add_argument('flags', nargs=argparse.REMAINDER, help='gin flags')
+    p.set_defaults(run=_gin_command)
 
   prep = sub.add_parser('prep', help='turn raw data into task data').add_subparsers(
       dest='dataset', required=True, metavar='DATASET')
@@ -187,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
   p = sub.add_parser('export-hf', help='MODEL_DIR checkpoint -> Hugging Face T5 folder.')
   p.add_argument('model_dir', help='MODEL_DIR (latest checkpoint) or one checkpoint_<step> folder')
   p.add_argument('out_dir', help='new (or empty) folder to write')
+  p.add_argument('--verify', action=argparse.BooleanOptionalAction, default=True,
+                 help='check logits and greedy decodes against transformers (default: on)')
+  p.add_argument('--force', action='store_true', help='replace a non-empty OUT_DIR')
   p.set_defaults(run=_export_hf)
 
   p = sub.add_parser('import-t5x', help='legacy T5X checkpoint -> MODEL_DIR checkpoint.')
@@ -201,9 +231,9 @@ def main(argv=None) -> int:
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   argv = list(sys.argv[1:] if argv is None else argv)
   parser = build_parser()
-  if argv[:1] == ['train'] and not {'-h', '--help'} & set(argv[1:]):
+  if argv[:1] and argv[0] in ('train', 'infer', 'eval') and not {'-h', '--help'} & set(argv[1:]):
     # gin flags look like options to argparse; hand them over untouched.
-    args = argparse.Namespace(command='train', run=_train, flags=argv[1:])
+    args = argparse.Namespace(command=argv[0], run=_gin_command, flags=argv[1:])
   else:
     args = parser.parse_args(argv)
   try:

@@ -49,12 +49,10 @@ def import_t5x(checkpoint: str, model_dir: str) -> str:
   return write_model_dir(model_dir, params, cfg)
 
 
-def export_hf(model_dir: str, out_dir: str) -> str:
-  """MODEL_DIR (or one checkpoint of it) -> a folder transformers loads."""
-  from t5x_engine import api  # api imports this module for its readers.
-  model = api.load(model_dir)
-  hf_convert.write_hf_folder(out_dir, model.params, model.config, model.vocabulary_path)
-  return out_dir
+def export_hf(model_dir: str, out_dir: str, verify: bool = True, force: bool = False) -> dict:
+  """MODEL_DIR (or one checkpoint of it) -> a verified folder transformers loads."""
+  from t5x_engine import hf_export  # it imports api, which imports this module
+  return hf_export.export(model_dir, out_dir, verify=verify, force=force)
 
 
 def check_shapes(params: dict, cfg: T5Config, where: str) -> None:

@@ -33,12 +33,21 @@ def get_task(cfg: DatasetConfig):
   name = cfg.mixture_or_task_name
   names = list(seqio.TaskRegistry.names()) + list(seqio.MixtureRegistry.names())
   if name not in names:
+    _register_project_tasks()
+    names = list(seqio.TaskRegistry.names()) + list(seqio.MixtureRegistry.names())
+  if name not in names:
     close = difflib.get_close_matches(name, names, n=5, cutoff=0.4)
     hint = f'closest registered: {", ".join(close)}' if close else (
         f'{len(names)} registered; is the module that registers it imported (DatasetConfig.module '
         'or an `import` line in the gin file)?')
     raise ValueError(f'unknown SeqIO task or mixture {name!r} (MIXTURE_OR_TASK_NAME); {hint}')
   return seqio.get_mixture_or_task(name)
+
+
+def _register_project_tasks() -> None:
+  """Imports this project's task modules, so their names work without an import line."""
+  for module in ('copoet', 'haiku', 'ni', 'caption_contest'):
+    importlib.import_module(f't5x_tasks.{module}')
 
 
 def local_batch_size(global_batch_size: int) -> int:
@@ -75,3 +84,66 @@ def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
   if x.shape[0] == rows:
     return x
   return np.concatenate([x, np.zeros((rows - x.shape[0],) + x.shape[1:], x.dtype)])
+
+
+def tasks_with_split(mixture_or_task_name: str, split: str) -> list[str]:
+  """The task itself, or the sub-tasks of a mixture that have `split`."""
+  seqio = _seqio()
+  task = get_task(DatasetConfig(mixture_or_task_name, {}, split, 1, False, None))
+  tasks = task.tasks if isinstance(task, seqio.Mixture) else [task]
+  names = [t.name for t in tasks if split in t.splits]
+  if not names:
+    raise ValueError(f'{mixture_or_task_name!r} has no task with a {split!r} split')
+  return names
+
+
+def eval_examples(task_name: str, task_feature_lengths, split: str):
+  """([{'inputs', 'input_tokens', 'targets', ids...}], output vocabulary) of one task's
+  split, in order, tokenized and truncated as the task does for TASK_FEATURE_LENGTHS."""
+  seqio = _seqio()
+  task = seqio.get_mixture_or_task(task_name)
+  ds = task.get_dataset(dict(task_feature_lengths), split=split, shuffle=False, num_epochs=1)
+  text = lambda v: v.decode('utf-8') if isinstance(v, bytes) else v
+  examples = []
+  for ex in ds.as_numpy_iterator():
+    row = {'inputs': text(ex.get('inputs_pretokenized', b'')),
+           'input_tokens': ex['inputs'].tolist(),
+           'targets': text(ex['targets_pretokenized']) if 'targets_pretokenized' in ex else None}
+    for key in ('id', 'instance_id'):
+      if key in ex:
+        row[key] = text(ex[key])
+    examples.append(row)
+  return examples, task.output_features['targets'].vocabulary
+
+
+def bind_task_vocabulary(vocabulary_path: Optional[str], model_vocab_size: int,
+                         run_config: Optional[str] = None) -> None:
+  """Makes this project's tasks tokenize with a checkpoint's own SentencePiece model,
+  unless gin already chose their vocabulary (`vocabularies.task_vocabulary`).
+
+  The extra (sentinel) ids come from the run's config.gin when it names them, else 100
+  (T5's) when the model's vocabulary has room for them, else none.
+  """
+  import gin
+  from t5x_tasks import vocabularies
+  from t5x_engine import model_config
+  if not vocabulary_path:
+    return
+  for arg in ('name', 'sentencepiece_model_file'):
+    try:
+      gin.query_parameter(f'vocabularies.task_vocabulary.{arg}')
+      return  # chosen explicitly
+    except ValueError:
+      pass
+  import sentencepiece as spm
+  pieces = spm.SentencePieceProcessor(model_file=vocabulary_path).get_piece_size()
+  extra = 100 if pieces + 100 <= model_vocab_size else 0
+  if run_config and os.path.isfile(run_config):
+    chosen = model_config.gin_bindings(run_config, 'task_vocabulary')
+    if 'extra_ids' in chosen:
+      extra = int(chosen['extra_ids'])
+    elif chosen.get('name') in vocabularies.NAMED:
+      extra = vocabularies.NAMED[chosen['name']][1]
+  with gin.unlock_config():
+    gin.bind_parameter('vocabularies.task_vocabulary.sentencepiece_model_file', vocabulary_path)
+    gin.bind_parameter('vocabularies.task_vocabulary.extra_ids', extra)

@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from t5x_engine import fs_utils, model_config
+from t5x_engine import model_config
 from t5x_engine.network import T5Config
 
 _HF_MODEL_TYPES = ('t5', 'mt5')
@@ -230,26 +230,20 @@ def _to_numpy(t) -> np.ndarray:
   return t.contiguous().numpy()
 
 
-def write_hf_folder(out_dir: str, params: dict, cfg: T5Config,
-                    vocab_path: str | None = None) -> None:
-  """Writes config.json, model.safetensors (and spiece.model + tokenizer files).
-
-  Everything goes to a temporary sibling first and is renamed into place at the end,
-  so a failure leaves no half-written folder.
-  """
+def write_hf_files(folder: str, params: dict, cfg: T5Config,
+                   vocab_path: str | None = None) -> None:
+  """Writes config.json, model.safetensors (and spiece.model + tokenizer files) into an
+  existing folder; hf_export.export wraps this in a folder renamed into place when whole."""
   from safetensors.numpy import save_file
   tensors = state_dict_from_params(params, cfg)
   # safetensors' numpy writer has no bfloat16; those parameters are widened exactly.
   tensors = {k: v if v.dtype in (np.float32, np.float16) else v.astype(np.float32)
              for k, v in tensors.items()}
-  with fs_utils.staging_dir(out_dir) as tmp:
-    with open(os.path.join(tmp, 'config.json'), 'w') as f:
-      json.dump(config_to_hf(cfg), f, indent=2)
-    with open(os.path.join(tmp, 'generation_config.json'), 'w') as f:
-      json.dump({'decoder_start_token_id': 0, 'pad_token_id': 0, 'eos_token_id': 1}, f, indent=2)
-    save_file(tensors, os.path.join(tmp, 'model.safetensors'), metadata={'format': 'pt'})
-    if vocab_path:
-      _write_tokenizer(tmp, vocab_path)
+  with open(os.path.join(folder, 'config.json'), 'w') as f:
+    json.dump(config_to_hf(cfg), f, indent=2)
+  save_file(tensors, os.path.join(folder, 'model.safetensors'), metadata={'format': 'pt'})
+  if vocab_path:
+    _write_tokenizer(folder, vocab_path)
 
 
 def _write_tokenizer(out_dir: str, vocab_path: str) -> None:

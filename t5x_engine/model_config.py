@@ -110,24 +110,47 @@ class _Literal(config_parser.ParserDelegate):
     return ('%', name)
 
 
-def config_from_gin(path: str) -> dict[str, Any]:
-  """The literal `T5Config` bindings in a gin file (macros defined there resolved).
+def read_gin_literals(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+  """(macros, {selector: {argument: value}}) of a gin file's literal bindings.
 
-  Reads the file as text through gin's parser, so it needs none of the file's imports.
+  Reads the file as text through gin's parser, so it needs none of the file's imports;
+  macros defined in the file are resolved, references (@...) are left out.
   """
   macros, bindings = {}, {}
   with open(path) as f:
     for stmt in config_parser.ConfigParser(f, _Literal()):
       if not isinstance(stmt, config_parser.BindingStatement):
         continue
-      if not stmt.arg_name:
+      if stmt.arg_name:
+        bindings.setdefault(stmt.selector, {})[stmt.arg_name] = stmt.value
+      else:
         macros[stmt.selector] = stmt.value
-      elif stmt.selector.split('.')[-1] == 'T5Config':
-        bindings[stmt.arg_name] = stmt.value
-  resolved = {}
-  for name, value in bindings.items():
-    while isinstance(value, tuple) and len(value) == 2 and value[0] == '%':
-      value = macros.get(value[1])
-    if value is not None and not (isinstance(value, tuple) and value[:1] == ('@',)):
-      resolved[name] = value
-  return resolved
+
+  def resolve(value):
+    seen = 0
+    while isinstance(value, tuple) and len(value) == 2 and value[0] == '%' and seen < 20:
+      value, seen = macros.get(value[1]), seen + 1
+    return None if isinstance(value, tuple) and value[:1] == ('@',) else value
+
+  macros = {k: resolve(v) for k, v in macros.items()}
+  bindings = {sel: {k: v for k, v in ((a, resolve(v)) for a, v in args.items()) if v is not None}
+              for sel, args in bindings.items()}
+  return macros, bindings
+
+
+def gin_macros(path: str) -> dict[str, Any]:
+  return read_gin_literals(path)[0]
+
+
+def gin_bindings(path: str, configurable: str) -> dict[str, Any]:
+  """Literal bindings of the configurable whose name ends with `configurable`."""
+  out = {}
+  for selector, args in read_gin_literals(path)[1].items():
+    if selector.split('.')[-1] == configurable:
+      out.update(args)
+  return out
+
+
+def config_from_gin(path: str) -> dict[str, Any]:
+  """The literal `T5Config` bindings in a gin file (macros defined there resolved)."""
+  return gin_bindings(path, 'T5Config')

@@ -89,6 +89,27 @@ class EncoderDecoderModel:
     logits = self.logits(params, batch)
     return self._loss_and_metrics(logits, batch, jnp.float32(1.0))[1]
 
+  def score_batch(self, params: Any, batch: dict) -> jax.Array:
+    """float32 [b]: the log-likelihood of each example's targets (sum over its target
+    tokens, padding excluded), teacher-forced with dropout off."""
+    logits = self.logits(params, batch)
+    targets = batch['decoder_target_tokens']
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
+    token = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+    return jnp.sum(token * (targets > 0), axis=-1)
+
+  def predict_batch_with_aux(self, params: Any, batch: dict, options=None):
+    """(int32 [b, num_decodes, max_decode_length] tokens, {'scores': float32 [b,
+    num_decodes]}) decoded from `batch['encoder_input_tokens']`; see decoding.DecodeOptions."""
+    from t5x_engine import decoding
+    tokens, scores = decoding.generate(self.module, params, batch['encoder_input_tokens'],
+                                       options or decoding.DecodeOptions())
+    return tokens, {'scores': scores}
+
+  def predict_batch(self, params: Any, batch: dict, options=None) -> jax.Array:
+    """int32 [b, max_decode_length]: the best decode of each input."""
+    return self.predict_batch_with_aux(params, batch, options)[0][:, 0]
+
   def _loss_and_metrics(self, logits, batch, normalizer):
     targets = batch['decoder_target_tokens']
     weights = batch.get('decoder_loss_weights')

@@ -32,6 +32,8 @@ def train(*, model: models.EncoderDecoderModel, train_dataset_cfg: utils.Dataset
           eval_period: Optional[int] = 1000, eval_steps: Optional[int] = None,
           stats_period: int = 10, random_seed: int = 0, nan_policy: str = 'stop',
           get_dataset_fn: GetDatasetFn = _default_get_dataset,
+          infer_eval_dataset_cfg: Optional[utils.DatasetConfig] = None,
+          infer_eval_period: Optional[int] = None, decode_options: Any = None,
           show_progress: bool = True) -> trainer_lib.TrainState:
   """Trains `model` to `total_steps` optimizer steps; returns the final train state.
 
@@ -39,6 +41,8 @@ def train(*, model: models.EncoderDecoderModel, train_dataset_cfg: utils.Dataset
   'skip' leaves parameters unchanged on such steps and counts them (`skipped_steps`).
   `get_dataset_fn(cfg, num_epochs=..., skip_batches=...)` yields this host's numpy
   batches; the default reads the SeqIO task named in `cfg`.
+  Every `infer_eval_period` steps the tasks of `infer_eval_dataset_cfg` are decoded with
+  `decode_options` and scored with their SeqIO metrics (as `t5x eval` does).
   """
   if nan_policy not in _NAN_POLICIES:
     raise ValueError(f'train.nan_policy={nan_policy!r}; use one of {_NAN_POLICIES}')
@@ -51,6 +55,7 @@ def train(*, model: models.EncoderDecoderModel, train_dataset_cfg: utils.Dataset
     partitioner.check_batch_size(train_eval_dataset_cfg.batch_size)
   _write_config(model_dir)
   _write_model_info(model_dir, trainer)
+  _write_vocabulary(model_dir, model)
 
   save_cfg = checkpoint_cfg.save
   ckpt = checkpoints.TrainCheckpointer(model_dir, keep=save_cfg.keep if save_cfg else None,
@@ -91,6 +96,9 @@ def train(*, model: models.EncoderDecoderModel, train_dataset_cfg: utils.Dataset
         done % eval_period == 0 or done == total_steps):
       scalars = evaluate(trainer, state.params, train_eval_dataset_cfg, get_dataset_fn, eval_steps)
       writer.write(done, 'training_eval', scalars)
+    if infer_eval_dataset_cfg is not None and infer_eval_period and (
+        done % infer_eval_period == 0 or done == total_steps):
+      _infer_eval(writer, model, state.params, infer_eval_dataset_cfg, decode_options, done)
   ckpt.wait()
   ckpt.close()
   plot = writer.close()
@@ -110,6 +118,18 @@ def evaluate(trainer: trainer_lib.Trainer, params: Any, cfg: utils.DatasetConfig
   if total is None:
     raise ValueError(f'the {cfg.split!r} split of {cfg.mixture_or_task_name!r} gave no batches')
   return models.summarize(total)
+
+
+def _infer_eval(writer, model, params, cfg: utils.DatasetConfig, decode_options, step: int):
+  """Decoding-based metrics of every task of `cfg` at `step`, into MODEL_DIR."""
+  from t5x_engine import decoding, evaluation
+  metrics = evaluation.evaluate_params(
+      model.module, params, cfg.mixture_or_task_name, cfg.task_feature_lengths,
+      writer.model_dir, step, split=cfg.split, batch_size=cfg.batch_size,
+      decode_options=decode_options or decoding.DecodeOptions())
+  for task, values in metrics.items():
+    writer.write(step, 'infer_eval', {f'{task}/{k}': v for k, v in values.items()
+                                          if isinstance(v, float)})
 
 
 def _log_train(writer, step: int, window: list, skipped: int) -> None:
@@ -190,6 +210,28 @@ def _write_config(model_dir: str) -> None:
   with open(path + '.tmp', 'w') as f:
     f.write(gin.config_str())
   os.replace(path + '.tmp', path)
+
+
+def _write_vocabulary(model_dir: str, model: models.EncoderDecoderModel) -> None:
+  """Copies the SentencePiece model into MODEL_DIR/spiece.model, so that loading,
+  decoding and Hugging Face export need nothing else."""
+  source = getattr(model.output_vocabulary, 'sentencepiece_model_file', None)
+  target = os.path.join(model_dir, 'spiece.model')
+  if jax.process_index() != 0 or not source or os.path.exists(target):
+    return
+  if '://' in source:
+    import tensorflow as tf  # bucket paths only
+    try:
+      blob = tf.io.gfile.GFile(source, 'rb').read()
+    except tf.errors.OpError as e:
+      logging.warning('could not copy the vocabulary %s into MODEL_DIR: %s', source, e)
+      return
+  else:
+    with open(source, 'rb') as f:
+      blob = f.read()
+  with open(target + '.tmp', 'wb') as f:
+    f.write(blob)
+  os.replace(target + '.tmp', target)
 
 
 def _write_model_info(model_dir: str, trainer: trainer_lib.Trainer) -> None:

@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import tensorflow as tf
 
-from t5x_tasks import caption_contest_data
+from t5x_tasks import caption_contest_data, jsonl
 
 _SPLIT_IN_NAME = re.compile(r'split[=_-]?(\d)', re.IGNORECASE)
 _SHOW = 5  # ids listed in an id-mismatch message
@@ -87,9 +87,26 @@ def seqio_bleu_rouge(targets: Sequence[str], predictions: Sequence[str]) -> Dict
 
 
 def read_predictions(path: str) -> Dict[str, str]:
-  """An official prediction file: {instance_id: prediction}. Errors name file and record."""
+  """An official prediction file {instance_id: prediction}, or `t5x infer`'s JSON Lines
+  ({"instance_id", "prediction", ...} per line). Errors name file and record."""
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(f'{path}: no such prediction file.')
+  if path.endswith('.jsonl'):
+    data = {}
+    for number, record in jsonl.records(path):
+      if not isinstance(record.get('instance_id'), str):
+        raise ValueError(f'{path}:{number}: field "instance_id" is missing or not a string.')
+      data[record['instance_id']] = record.get('prediction')
+  else:
+    data = _read_json(path)
+  for key, value in data.items():
+    if not isinstance(value, str):
+      raise ValueError(f'{path}: record "{key}": the prediction is {type(value).__name__}; '
+                       'expected a string (a letter, or the explanation).')
+  return data
+
+
+def _read_json(path: str):
   with tf.io.gfile.GFile(path) as f:
     try:
       data = json.load(f)
@@ -98,10 +115,6 @@ def read_predictions(path: str) -> Dict[str, str]:
   if not isinstance(data, dict):
     raise ValueError(f'{path}: expected a JSON object {{instance_id: prediction}}, got '
                      f'{type(data).__name__}.')
-  for key, value in data.items():
-    if not isinstance(value, str):
-      raise ValueError(f'{path}: record "{key}": the prediction is {type(value).__name__}; '
-                       'expected a string (a letter, or the explanation).')
   return data
 
 

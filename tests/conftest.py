@@ -1,6 +1,8 @@
 """Shared test set-up: CPU only, quiet TensorFlow, a persistent compilation cache."""
 import os
 import pathlib
+import subprocess
+import sys
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
@@ -21,3 +23,20 @@ def shared_dir() -> pathlib.Path:
   if not SHARED.is_dir():
     pytest.skip(f'{SHARED} is absent (a user clone without the reference data); CI has it')
   return SHARED
+
+
+# Subprocesses (`t5x ...`) run on the CPU, quietly, sharing the compilation cache.
+ENV = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3',
+           JAX_COMPILATION_CACHE_DIR=str(ROOT / '.pytest_cache' / 'jax'))
+
+
+@pytest.fixture(scope='session')
+def quickstart(tmp_path_factory):
+  """(MODEL_DIR, completed process) of the README's quickstart, trained once per session."""
+  model_dir = tmp_path_factory.mktemp('quickstart') / 'model'
+  proc = subprocess.run(
+      [sys.executable, '-m', 't5x_engine.cli', 'train', '--gin_file=gin/quickstart.gin',
+       f'--gin.MODEL_DIR="{model_dir}"'],
+      cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return model_dir, proc

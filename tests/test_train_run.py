@@ -16,24 +16,14 @@ import train_helpers
 import t5x_engine
 from t5x_engine import checkpoints, cli, model_config, partitioning, train, trainer, utils
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from conftest import ENV, ROOT
+
 T5X = [sys.executable, '-m', 't5x_engine.cli', 'train']
-ENV = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3',
-           JAX_COMPILATION_CACHE_DIR=str(ROOT / '.pytest_cache' / 'jax'))
 
 
 def _records(model_dir, split='train'):
   with open(os.path.join(model_dir, 'metrics.jsonl')) as f:
     return [r for r in map(json.loads, f) if r['split'] == split]
-
-
-@pytest.fixture(scope='module')
-def quickstart(tmp_path_factory):
-  model_dir = tmp_path_factory.mktemp('quickstart') / 'model'
-  proc = subprocess.run(T5X + ['--gin_file=gin/quickstart.gin', f'--gin.MODEL_DIR="{model_dir}"'],
-                        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return model_dir, proc
 
 
 def test_quickstart_halves_the_loss_and_leaves_its_files(quickstart):

@@ -1,0 +1,136 @@
+"""After training: `t5x infer` (with resume), `t5x score`, `t5x eval`, and an export
+that proves itself, all on the quickstart's checkpoint."""
+import json
+import os
+
+import numpy as np
+import pytest
+import transformers
+
+import t5x_engine
+from t5x_engine import cli, hf_export
+
+LENGTHS = '{"inputs": 64, "targets": 64}'
+
+
+def _infer(model_dir, out, *extra):
+  return cli.main(['infer', '--gin_file=runs/infer.gin', f'--gin.CHECKPOINT_PATH="{model_dir}"',
+                   f'--gin.INFER_OUTPUT_DIR="{out}"', *extra])
+
+
+@pytest.fixture(scope='module')
+def sampled_runs(quickstart, tmp_path_factory):
+  """Two sampled runs of the three CoPoet test sets (the CoPoet protocol, shortened)."""
+  model_dir, _ = quickstart
+  out = tmp_path_factory.mktemp('infer')
+  assert _infer(model_dir, out, '--gin.MIXTURE_OR_TASK_NAME="copoet"',
+                f'--gin.TASK_FEATURE_LENGTHS={LENGTHS}',
+                '--gin.decoding.DecodeOptions.decode="sample"', '--gin.decoding.DecodeOptions.top_k=5',
+                '--gin.decoding.DecodeOptions.temperature=0.7',
+                '--gin.decoding.DecodeOptions.no_repeat_ngram_size=2', '--num_runs=2') == 0
+  return out
+
+
+def _rows(path):
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_infer_then_score_copoet(sampled_runs, capsys):
+  files = sorted(str(p) for p in sampled_runs.glob('copoet_ki_ke-test-run*.jsonl'))
+  assert [os.path.basename(f) for f in files] == ['copoet_ki_ke-test-run1.jsonl',
+                                                  'copoet_ki_ke-test-run2.jsonl']
+  runs = [_rows(f) for f in files]
+  assert len(runs[0]) == len(runs[1]) == 40
+  assert {'inputs', 'prediction', 'targets'} <= set(runs[0][0])
+  assert [r['prediction'] for r in runs[0]] != [r['prediction'] for r in runs[1]]  # seeds differ
+  assert cli.main(['score', 'copoet', '--json', *files]) == 0
+  result = json.loads(capsys.readouterr().out.splitlines()[-1] if False else
+                      capsys.readouterr().out)
+  assert result['runs'] == 2 and 0.0 <= result['mean'] <= 100.0
+
+
+def test_interrupted_run_continues_to_the_same_file(quickstart, sampled_runs, tmp_path):
+  model_dir, _ = quickstart
+  whole = sampled_runs / 'copoet_ki_ke-test-run2.jsonl'
+  # An interrupted run: 33 complete lines and a torn one, under the in-progress name.
+  lines = whole.read_text().splitlines(keepends=True)
+  (tmp_path / 'copoet_ki_ke-test-run2.jsonl.partial').write_text(''.join(lines[:33]) + '{"inp')
+  assert _infer(model_dir, tmp_path, '--gin.MIXTURE_OR_TASK_NAME="copoet_ki_ke"',
+                f'--gin.TASK_FEATURE_LENGTHS={LENGTHS}',
+                '--gin.decoding.DecodeOptions.decode="sample"', '--gin.decoding.DecodeOptions.top_k=5',
+                '--gin.decoding.DecodeOptions.temperature=0.7',
+                '--gin.decoding.DecodeOptions.no_repeat_ngram_size=2', '--num_runs=2') == 0
+  assert (tmp_path / 'copoet_ki_ke-test-run2.jsonl').read_text() == whole.read_text()
+  assert not list(tmp_path.glob('*.partial'))
+
+
+def test_eval_applies_the_tasks_metrics(quickstart, tmp_path):
+  model_dir, _ = quickstart
+  assert cli.main(['eval', '--gin_file=runs/eval.gin', f'--gin.CHECKPOINT_PATH="{model_dir}"',
+                   f'--gin.EVAL_OUTPUT_DIR="{tmp_path}"', '--gin.MIXTURE_OR_TASK_NAME="copoet"',
+                   f'--gin.TASK_FEATURE_LENGTHS={LENGTHS}']) == 0
+  result = json.loads((tmp_path / 'metrics-step800.json').read_text())
+  assert set(result['metrics']) == {'copoet_ki_ke', 'copoet_ki_ue', 'copoet_compositional'}
+  for metrics in result['metrics'].values():
+    assert 0.0 <= metrics['success_rate'] <= 100.0
+  assert list((tmp_path / 'inference_eval').rglob('events.out.tfevents.*'))
+
+
+def test_export_verifies_and_matches_infer(quickstart, tmp_path, capsys):
+  model_dir, _ = quickstart
+  out = tmp_path / 'hf'
+  assert cli.main(['export-hf', str(model_dir), str(out)]) == 0
+  assert 'greedy decodes of 4 prompts token-identical' in capsys.readouterr().out
+  for name in ('config.json', 'model.safetensors', 'generation_config.json', 'spiece.model',
+               'tokenizer_config.json', 'README.md'):
+    assert (out / name).exists(), name
+  card = (out / 'README.md').read_text()
+  assert 'copoet_instructions' in card and 'Steps: 800' in card
+  # Refuses a non-empty folder without --force.
+  assert cli.main(['export-hf', str(model_dir), str(out)]) == 2
+  assert cli.main(['export-hf', str(model_dir), str(out), '--force', '--no-verify']) == 0
+  # PyTorch users get the same text as `t5x infer` (greedy). transformers 5 removed the
+  # "text2text-generation" pipeline; its replacement is tokenizer + generate.
+  prompts = tmp_path / 'prompts.txt'
+  texts = ["Write a poetic sentence about 'sea'", "Write a haiku about 'moon'",
+           "Write a simile about 'love'"]
+  prompts.write_text('\n'.join(texts) + '\n')
+  assert _infer(model_dir, tmp_path / 'out', f'--gin.PROMPTS_FILE="{prompts}"') == 0
+  ours = [r['prediction'] for r in _rows(tmp_path / 'out' / 'prompts.jsonl')]
+  tokenizer = transformers.AutoTokenizer.from_pretrained(str(out))
+  hf = transformers.T5ForConditionalGeneration.from_pretrained(str(out)).eval()
+  batch = tokenizer(texts, return_tensors='pt', padding=True)
+  generated = hf.generate(**batch, max_new_tokens=64, do_sample=False, num_beams=1)
+  theirs = tokenizer.batch_decode(generated, skip_special_tokens=True)
+  assert ours == theirs
+
+
+def test_export_refuses_a_model_that_does_not_reproduce(quickstart, tmp_path, monkeypatch):
+  model_dir, _ = quickstart
+  real = hf_export.hf_convert.write_hf_files
+
+  def corrupt(folder, params, cfg, vocab):
+    params = dict(params, decoder=dict(params['decoder'], decoder_norm={
+        'scale': np.asarray(params['decoder']['decoder_norm']['scale']) * 1.01}))
+    real(folder, params, cfg, vocab)
+
+  monkeypatch.setattr(hf_export.hf_convert, 'write_hf_files', corrupt)
+  with pytest.raises(hf_export.VerificationError, match='logits of the export differ'):
+    hf_export.export(str(model_dir), str(tmp_path / 'bad'))
+  assert not (tmp_path / 'bad').exists()
+
+
+def test_notebook_generate_and_score(quickstart):
+  model = t5x_engine.load(str(quickstart[0]))
+  greedy = model.generate(["Write a poetic sentence about 'sea'"])
+  assert isinstance(greedy[0], str) and greedy == model.generate(["Write a poetic sentence about 'sea'"])
+  samples = model.generate(["Write a poetic sentence about 'sea'"], decode='sample', top_k=5,
+                           num_decodes=3, seed=3)
+  assert len(samples[0]) == 3
+  assert samples == model.generate(["Write a poetic sentence about 'sea'"], decode='sample',
+                                   top_k=5, num_decodes=3, seed=3)
+  good, bad = model.score(["Write a poetic sentence about 'sea'"] * 2,
+                          ['the sea sleeps beneath the silver hills.',
+                           'hills silver the beneath sleeps sea the.'])
+  assert good > bad

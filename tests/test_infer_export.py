@@ -134,3 +134,37 @@ def test_notebook_generate_and_score(quickstart):
                           ['the sea sleeps beneath the silver hills.',
                            'hills silver the beneath sleeps sea the.'])
   assert good > bad
+
+
+def test_eval_every_checkpoint_of_a_model_dir(quickstart, tmp_path):
+  model_dir, _ = quickstart
+  assert cli.main(['eval', '--gin_file=runs/eval.gin', f'--gin.CHECKPOINT_PATH="{model_dir}"',
+                   f'--gin.EVAL_OUTPUT_DIR="{tmp_path}"',
+                   '--gin.MIXTURE_OR_TASK_NAME="copoet_compositional"',
+                   f'--gin.TASK_FEATURE_LENGTHS={LENGTHS}', '--gin.ALL_CHECKPOINTS=True']) == 0
+  steps = [json.loads(line)['step'] for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  assert steps == [400, 800]
+
+
+def test_infer_eval_period_during_training(tmp_path):
+  import gin
+  import train_helpers
+  from t5x_engine import partitioning, train, utils
+  gin.clear_config()
+  gin.bind_parameter('vocabularies.task_vocabulary.name', 'quickstart')
+  try:
+    cfg = utils.DatasetConfig('numpy', {}, 'train', 8, True, 0)
+    infer_cfg = utils.DatasetConfig('copoet_compositional', {'inputs': 32, 'targets': 32}, 'test',
+                                    8, False, 0)
+    train.train(model=train_helpers.tiny_model(vocab_size=384), train_dataset_cfg=cfg,
+                partitioner=partitioning.PjitPartitioner(1), model_dir=str(tmp_path),
+                total_steps=4, get_dataset_fn=train_helpers.numpy_dataset(),
+                checkpoint_cfg=utils.CheckpointConfig(save=None), infer_eval_dataset_cfg=infer_cfg,
+                infer_eval_period=2, show_progress=False)
+  finally:
+    gin.clear_config()
+  steps = [json.loads(line)['step'] for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()
+           if '"split": "infer_eval"' in line]
+  assert steps == [2, 4]
+  assert json.loads((tmp_path / 'metrics-step4.json').read_text())['metrics'][
+      'copoet_compositional']['success_rate'] >= 0.0

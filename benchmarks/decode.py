@@ -130,7 +130,8 @@ def main():
 
   size = PRESETS[args.preset]
   print(f'model {args.preset}: T5 1.1, d_model {size["d_model"]}, {size["num_layers"]}+'
-        f'{size["num_decoder_layers"]} layers, vocab {vocab}; batch {args.batch}, prompts <= {args.prompt_length}, top-k {args.top_k}, '
+        f'{size["num_decoder_layers"]} layers, vocab {vocab}; batch {args.batch}, '
+        f'prompts <= {args.prompt_length}, top-k {args.top_k}, '
         f'temperature {args.temperature}, max length {args.max_length}; {threads} CPU threads; '
         f'jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__}, '
         f'transformers {transformers.__version__}; load average {os.getloadavg()[0]:.2f}')

@@ -49,6 +49,12 @@ def steps(model_dir: str) -> list[int]:
   return sorted(s for s in found if is_checkpoint(checkpoint_dir(model_dir, s)))
 
 
+def step_of(path: str) -> Optional[int]:
+  """The step in a `.../checkpoint_<step>[/...]` path, or None."""
+  match = re.search(r'checkpoint_(\d+)', path or '')
+  return int(match.group(1)) if match else None
+
+
 def is_checkpoint(path: str) -> bool:
   """True for a `checkpoint_<step>` folder of ours (it holds a `target` item)."""
   return os.path.isdir(os.path.join(path, 'target'))

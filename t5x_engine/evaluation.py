@@ -7,7 +7,6 @@ TensorBoard events (`inference_eval/`, through tensorboardX) under OUTPUT_DIR.
 """
 import json
 import os
-import re
 from typing import Any, Optional
 
 import jax
@@ -37,7 +36,7 @@ def evaluate(*, checkpoint_path: str, mixture_or_task_name: str, task_feature_le
     data.bind_task_vocabulary(model.vocabulary_path, model.config.vocab_size,
                               os.path.join(os.path.dirname(os.path.abspath(model.source)),
                                            'config.gin'))
-    step = _step_of(model.source)
+    step = checkpoints.step_of(model.source) or 0
     results[step] = evaluate_params(
         Transformer(model.config), model.params, mixture_or_task_name, task_feature_lengths,
         output_dir, step, split=split, batch_size=batch_size, decode_options=decode_options)
@@ -122,7 +121,3 @@ def _write_tensorboard(output_dir: str, step: int, metrics: dict) -> None:
         if isinstance(value, float):
           writer.add_scalar(f'{task}/{name}', value, step)
 
-
-def _step_of(path: str) -> int:
-  match = re.search(r'checkpoint_(\d+)', path or '')
-  return int(match.group(1)) if match else 0

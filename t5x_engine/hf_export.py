@@ -8,13 +8,12 @@ files and a README.md model card.
 """
 import json
 import os
-import re
 import shutil
 from typing import Any, Optional
 
 import numpy as np
 
-from t5x_engine import api, decoding, fs_utils, hf_convert, model_config
+from t5x_engine import api, checkpoints, decoding, fs_utils, hf_convert, model_config
 from t5x_engine.network import Transformer
 
 LOGITS_ATOL = 1e-4
@@ -96,7 +95,7 @@ def _run_info(model: api.Model) -> dict:
   """What the MODEL_DIR's config.gin says about the run (task, base model, decoding)."""
   folder = os.path.dirname(model.source) if model.source else ''
   gin_path = os.path.join(folder, 'config.gin')
-  info: dict[str, Any] = {'step': _step(model.source), 'folder': folder}
+  info: dict[str, Any] = {'step': checkpoints.step_of(model.source), 'folder': folder}
   if not os.path.isfile(gin_path):
     return info
   macros = model_config.gin_macros(gin_path)
@@ -167,7 +166,3 @@ def _write_model_card(folder: str, name: str, model: api.Model, run: dict,
   with open(os.path.join(folder, 'README.md'), 'w') as f:
     f.write('\n'.join(lines))
 
-
-def _step(source: str) -> Optional[int]:
-  match = re.search(r'checkpoint_(\d+)', source or '')
-  return int(match.group(1)) if match else None

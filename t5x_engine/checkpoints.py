@@ -14,6 +14,9 @@ from typing import Any, Optional
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
+
+from t5x_engine import fs_utils
 
 _STEP_DIR = re.compile(r'^checkpoint_(\d+)$')
 ITEMS = ('target', 'state')
@@ -25,7 +28,7 @@ def manager(model_dir: str, *, max_to_keep: Optional[int] = None,
   options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep, enable_async_checkpointing=enable_async,
       step_name_format=ocp.step.standard_name_format(step_prefix='checkpoint'))
-  return ocp.CheckpointManager(os.path.abspath(model_dir), options=options, item_names=ITEMS)
+  return ocp.CheckpointManager(fs_utils.resolve(model_dir), options=options, item_names=ITEMS)
 
 
 def save(model_dir: str, step: int, target: Any, state: Any) -> str:
@@ -43,9 +46,10 @@ def checkpoint_dir(model_dir: str, step: int) -> str:
 
 def steps(model_dir: str) -> list[int]:
   """Steps of the finished checkpoints in MODEL_DIR, oldest first."""
-  if not os.path.isdir(model_dir):
+  folder = epath.Path(fs_utils.resolve(model_dir))  # local or gs://
+  if not folder.is_dir():
     return []
-  found = [int(m.group(1)) for m in map(_STEP_DIR.match, os.listdir(model_dir)) if m]
+  found = [int(m.group(1)) for m in (_STEP_DIR.match(p.name) for p in folder.iterdir()) if m]
   return sorted(s for s in found if is_checkpoint(checkpoint_dir(model_dir, s)))
 
 
@@ -57,7 +61,7 @@ def step_of(path: str) -> Optional[int]:
 
 def is_checkpoint(path: str) -> bool:
   """True for a `checkpoint_<step>` folder of ours (it holds a `target` item)."""
-  return os.path.isdir(os.path.join(path, 'target'))
+  return epath.Path(fs_utils.resolve(path), 'target').is_dir()
 
 
 def latest(model_dir: str) -> Optional[str]:
@@ -67,9 +71,32 @@ def latest(model_dir: str) -> Optional[str]:
 
 
 def restore_target(path: str) -> dict:
-  """Parameters of a `checkpoint_<step>` folder as a nested dict of numpy arrays."""
-  tree = ocp.StandardCheckpointer().restore(os.path.join(os.path.abspath(path), 'target'))
-  return jax.tree_util.tree_map(np.asarray, tree)
+  """Parameters of a `checkpoint_<step>` folder as a nested dict of numpy arrays.
+
+  Read straight into host memory, whatever mesh wrote them: a checkpoint saved by a
+  pod slice loads in one process for inference or export.
+  """
+  target = os.path.join(fs_utils.resolve(path), 'target')
+  metadata = ocp.StandardCheckpointer().metadata(target).item_metadata
+  as_numpy = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
+  return ocp.PyTreeCheckpointer().restore(target, args=ocp.args.PyTreeRestore(
+      restore_args=as_numpy))
+
+
+def target_shapes(path: str) -> dict:
+  """{'a/b/kernel': shape} of a checkpoint's parameters, from its metadata alone."""
+  target = os.path.join(fs_utils.resolve(path), 'target')
+  metadata = ocp.StandardCheckpointer().metadata(target).item_metadata
+  flat = jax.tree_util.tree_flatten_with_path(metadata)[0]
+  return {'/'.join(str(getattr(k, 'key', k)) for k in p): tuple(leaf.shape) for p, leaf in flat}
+
+
+def restore_target_sharded(path: str, abstract_params: Any) -> Any:
+  """Parameters of a checkpoint straight into the shardings (and dtypes) of
+  `abstract_params` (ShapeDtypeStructs with shardings): each host reads only the
+  shards its devices hold, so an 11B start point never passes whole through one host."""
+  target = os.path.join(fs_utils.resolve(path), 'target')
+  return ocp.StandardCheckpointer().restore(target, abstract_params)
 
 
 class TrainCheckpointer:

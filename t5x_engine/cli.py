@@ -9,12 +9,12 @@ from t5x_engine import hf_convert, legacy_t5x
 # Errors whose message tells the user what to fix: printed without a traceback.
 _USER_ERRORS = (hf_convert.ConversionError, legacy_t5x.LegacyCheckpointError, ValueError,
                 FileExistsError, FileNotFoundError, KeyError, PermissionError, FloatingPointError,
-                SyntaxError, RuntimeError)
+                SyntaxError, RuntimeError, TimeoutError)
 
 
 def _import_hf(args):
   from t5x_engine import converters
-  converters.import_hf(args.hf_dir, args.model_dir)
+  converters.import_hf(args.hf_dir, args.model_dir, scan_layers=args.scan_layers)
   print(f'wrote {args.model_dir} (checkpoint_0/, model.gin)')
 
 
@@ -29,17 +29,29 @@ def _export_hf(args):
         f'transformers.T5ForConditionalGeneration.from_pretrained({args.out_dir!r})')
 
 
+def _merge_lora(args):
+  from t5x_engine import converters
+  converters.merge_lora(args.model_dir, args.out_dir)
+  print(f'wrote {args.out_dir} (checkpoint_0/, model.gin): LoRA adapters folded into the weights')
+
+
 def _import_t5x(args):
   from t5x_engine import converters
-  converters.import_t5x(args.checkpoint, args.model_dir)
+  converters.import_t5x(args.checkpoint, args.model_dir, scan_layers=args.scan_layers)
   print(f'wrote {args.model_dir} (checkpoint_0/, model.gin)')
+
+
+def _plan(args):
+  from t5x_engine import plan
+  return plan.launch(args.flags)  # the child's exit code
 
 
 def _gin_command(args):
   """train / infer / eval: parse T5X-style gin flags, then call the configured function."""
   import gin
-  from t5x_engine import gin_utils
+  from t5x_engine import distributed, gin_utils
   files, bindings, paths, rest = gin_utils.split_flags(args.flags)
+  multihost, rest = distributed.parse_flags(rest)
   for flag in list(rest):
     name, _, value = flag.partition('=')
     if args.command == 'infer' and name == '--num_runs' and value:
@@ -47,9 +59,12 @@ def _gin_command(args):
       rest.remove(flag)
   if rest:
     raise ValueError(f'unknown arguments {rest}; t5x {args.command} takes --gin_file, '
-                     '--gin.NAME=VALUE, --gin_bindings and --gin_search_paths'
-                     + (' (and --num_runs=N)' if args.command == 'infer' else ''))
-  gin_utils.parse(files, bindings, paths)
+                     '--gin.NAME=VALUE, --gin_bindings, --gin_search_paths, the multi-host '
+                     'flags --multiprocess_gpu, --coordinator_address, --process_count, '
+                     '--process_index, --initialization_timeout'
+                     + (' and --num_runs=N' if args.command == 'infer' else ''))
+  gin_utils.parse(files, bindings, paths)  # bad gin fails here, before any host waits
+  distributed.initialize(multihost)
   gin.get_configurable(_entry_point(args.command))()
 
 
@@ -137,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         command, help=help_text,
         description=f't5x {command} --gin_file=FILE [--gin_file=...] [--gin.NAME=VALUE ...] '
-        '[--gin_bindings=...] [--gin_search_paths=DIR,...]. String values need quotes: '
+        '[--gin_bindings=...] [--gin_search_paths=DIR,...] [--multiprocess_gpu '
+        '--coordinator_address=HOST:PORT --process_count=N --process_index=I]. '
+        'String values need quotes: '
         '--gin.MODEL_DIR=\\"/tmp/model\\". Relative gin files are found in the search paths, '
         'the repository\'s gin/ folder and the installed copy of it.')
     p.add_argument('flags', nargs=argparse.REMAINDER, help='gin flags')
@@ -206,9 +223,17 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--json', action='store_true', help='machine-readable output')
   p.set_defaults(run=_score_caption)
 
+  p = sub.add_parser('plan', help='per-device memory of a config\'s train step on a simulated '
+                     'mesh: t5x plan --gin_file=FILE [--mesh 4x8] [--device_memory_gib 16] '
+                     '[--no-compile] [--json OUT] (t5x plan --help for all flags)')
+  p.add_argument('flags', nargs=argparse.REMAINDER, help='gin and plan flags')
+  p.set_defaults(run=_plan)
+
   p = sub.add_parser('import-hf', help='Hugging Face T5 folder -> MODEL_DIR checkpoint.')
   p.add_argument('hf_dir', help='folder with config.json and model.safetensors or pytorch_model.bin')
   p.add_argument('model_dir', help='new (or empty) folder to write')
+  p.add_argument('--scan_layers', action='store_true',
+                 help='write the layers stacked, for training with network.T5Config.scan_layers')
   p.set_defaults(run=_import_hf)
 
   p = sub.add_parser('export-hf', help='MODEL_DIR checkpoint -> Hugging Face T5 folder.')
@@ -219,9 +244,17 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--force', action='store_true', help='replace a non-empty OUT_DIR')
   p.set_defaults(run=_export_hf)
 
+  p = sub.add_parser('merge-lora', help='LoRA MODEL_DIR -> plain MODEL_DIR (W + alpha/r * A@B).')
+  p.add_argument('model_dir', help='MODEL_DIR trained with LoRA (latest checkpoint) or one '
+                 'checkpoint_<step> folder')
+  p.add_argument('out_dir', help='new (or empty) folder to write')
+  p.set_defaults(run=_merge_lora)
+
   p = sub.add_parser('import-t5x', help='legacy T5X checkpoint -> MODEL_DIR checkpoint.')
   p.add_argument('checkpoint', help='T5X checkpoint folder or its `checkpoint` file (local or gs://)')
   p.add_argument('model_dir', help='new (or empty) folder to write')
+  p.add_argument('--scan_layers', action=argparse.BooleanOptionalAction, default=None,
+                 help='write the layers stacked (or not; default: as the checkpoint has them)')
   p.set_defaults(run=_import_t5x)
   return parser
 
@@ -234,14 +267,16 @@ def main(argv=None) -> int:
   if argv[:1] and argv[0] in ('train', 'infer', 'eval') and not {'-h', '--help'} & set(argv[1:]):
     # gin flags look like options to argparse; hand them over untouched.
     args = argparse.Namespace(command=argv[0], run=_gin_command, flags=argv[1:])
+  elif argv[:1] == ['plan']:  # its own parser (t5x plan --help) runs in plan.launch
+    args = argparse.Namespace(command='plan', run=_plan, flags=argv[1:])
   else:
     args = parser.parse_args(argv)
   try:
-    args.run(args)
+    status = args.run(args)
   except _USER_ERRORS as e:
     print(f't5x {args.command}: error: {e}', file=sys.stderr)
     return 2
-  return 0
+  return status or 0
 
 
 if __name__ == '__main__':

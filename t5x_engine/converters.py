@@ -5,6 +5,7 @@ architecture as `network.T5Config` bindings) and `spiece.model` when a vocabular
 with the source. Inputs are validated completely before anything is written, and the
 folder appears only once it is whole.
 """
+import dataclasses
 import os
 import shutil
 from typing import Optional
@@ -20,7 +21,12 @@ MODEL_GIN = 'model.gin'
 
 def write_model_dir(model_dir: str, params: dict, cfg: T5Config,
                     vocab_path: Optional[str] = None) -> str:
-  """Writes a MODEL_DIR that training and inference can start from; returns its path."""
+  """Writes a MODEL_DIR that training and inference can start from; returns its path.
+
+  `params` may come in either layout; they are written in `cfg`'s (scanned when
+  `cfg.scan_layers`), so that the checkpoint matches its model.gin.
+  """
+  params = model_config.params_for_config(params, cfg)
   params = cast_params(params, np.dtype(cfg.param_dtype))
   with fs_utils.staging_dir(model_dir) as tmp:
     checkpoints.save(tmp, 0, params, {'step': np.int32(0)})
@@ -32,21 +38,45 @@ def write_model_dir(model_dir: str, params: dict, cfg: T5Config,
   return model_dir
 
 
-def import_hf(hf_dir: str, model_dir: str) -> str:
-  """Hugging Face T5 folder -> MODEL_DIR."""
+def import_hf(hf_dir: str, model_dir: str, scan_layers: bool = False) -> str:
+  """Hugging Face T5 folder -> MODEL_DIR (layers stacked when `scan_layers`)."""
   cfg, _ = hf_convert.read_hf_config(hf_dir)
   params = hf_convert.params_from_state_dict(
       hf_convert.read_hf_weights(hf_dir), cfg, hf_dir)
   vocab = os.path.join(hf_dir, VOCAB_FILE)
+  cfg = dataclasses.replace(cfg, scan_layers=scan_layers)
   return write_model_dir(model_dir, params, cfg, vocab if os.path.isfile(vocab) else None)
 
 
-def import_t5x(checkpoint: str, model_dir: str) -> str:
-  """Legacy T5X checkpoint -> MODEL_DIR (architecture inferred from the shapes)."""
+def import_t5x(checkpoint: str, model_dir: str, scan_layers: Optional[bool] = None) -> str:
+  """Legacy T5X checkpoint -> MODEL_DIR (architecture inferred from the shapes).
+
+  A scanned T5X checkpoint (scalable_t5: `encoder/layers/...` stacked on axis 1) is
+  recognised; `scan_layers` chooses the layout written (None: the checkpoint's own).
+  """
   params = legacy_t5x.read_params(checkpoint)
   cfg = model_config.infer_config(params)
   check_shapes(params, cfg, legacy_t5x.checkpoint_file(checkpoint))
+  if scan_layers is not None:
+    cfg = dataclasses.replace(cfg, scan_layers=scan_layers)
   return write_model_dir(model_dir, params, cfg)
+
+
+def merge_lora(model_dir: str, out_dir: str) -> str:
+  """LoRA MODEL_DIR (or one checkpoint of it) -> plain MODEL_DIR with W + (alpha/r) * A @ B.
+
+  `api.load` does the folding (rank and targets from the shapes, `lora_alpha` from the
+  folder's model.gin or config.gin); the result has lora_rank = 0 in its model.gin.
+  """
+  from t5x_engine import api  # api imports this module
+  if not (checkpoints.is_checkpoint(model_dir) or checkpoints.latest(model_dir)):
+    raise FileNotFoundError(f'{model_dir}: no checkpoint_<step>/ folder; merge-lora takes a '
+                            'MODEL_DIR written by `t5x train` or one checkpoint of it.')
+  model = api.load(model_dir)
+  if not model.merged_lora_rank:
+    raise ValueError(f'{model.source} holds no LoRA adapters (no lora_a/lora_b parameters); '
+                     'it is a plain model already.')
+  return write_model_dir(out_dir, model.params, model.config, model.vocabulary_path)
 
 
 def export_hf(model_dir: str, out_dir: str, verify: bool = True, force: bool = False) -> dict:

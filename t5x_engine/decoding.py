@@ -47,6 +47,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from t5x_engine import model_config
 from t5x_engine.network import Transformer
 
 Array = jax.Array
@@ -469,9 +470,27 @@ def _beam_loop(step_fn: Callable, cache: Any, inactive: Array, beams: int, lengt
 
 # ----------------------------------------------------------------------------- entry points
 
+def _unscanned(module: Transformer, params) -> tuple[Transformer, Any]:
+  """The layer-per-module twin of a scanned or rematted model, with its parameters.
+
+  The decode cache and the cross-attention replay (`_cross_kv`) address one module per
+  layer, so a model trained with `scan_layers` decodes as its unscanned twin: same
+  numbers, layers unstacked. Called inside the jitted decode, so callers (training's
+  infer_eval with the live parameters) keep only the stacked tree; the unstacked slices
+  exist only while a decode runs. Remat only matters for gradients, so decoding drops it.
+  """
+  cfg = module.config
+  if not cfg.scan_layers and cfg.remat_policy == 'none':
+    return module, params
+  if cfg.scan_layers:
+    params = model_config.unscan_params(params, cfg.param_scan_axis)
+  return Transformer(model_config.unscanned_config(cfg)), params
+
+
 def _generate_impl(module: Transformer, options: DecodeOptions, eos_id: int, params,
                    encoder_input_tokens: Array, seed: Array) -> tuple[Array, Array]:
   """The traced body of `generate` (everything but the seed is static or shaped)."""
+  module, params = _unscanned(module, params)
   b = encoder_input_tokens.shape[0]
   n, length = options.num_decodes, options.max_decode_length
   inactive = ~jnp.any(encoder_input_tokens != 0, axis=1)

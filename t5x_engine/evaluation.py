@@ -19,9 +19,14 @@ from t5x_engine.network import Transformer
 def evaluate(*, checkpoint_path: str, mixture_or_task_name: str, task_feature_lengths: dict,
              output_dir: str, split: str = 'test', batch_size: int = 32,
              decode_options: decoding.DecodeOptions = decoding.DecodeOptions(),
-             all_checkpoints: bool = False) -> dict[int, dict]:
+             all_checkpoints: bool = False, param_dtype: Optional[str] = None
+             ) -> dict[int, dict]:
   """{step: {task: {metric: value}}} for one checkpoint, or for every checkpoint of a
-  MODEL_DIR when `all_checkpoints` (oldest first)."""
+  MODEL_DIR when `all_checkpoints` (oldest first). `param_dtype='bfloat16'` halves
+  parameter memory."""
+  if jax.process_count() > 1:
+    raise ValueError('t5x eval runs in one process (it decodes on this host\'s devices); '
+                     'start it without the multi-host flags, on one worker.')
   if all_checkpoints:
     paths = [checkpoints.checkpoint_dir(checkpoint_path, s)
              for s in checkpoints.steps(checkpoint_path)]
@@ -32,7 +37,7 @@ def evaluate(*, checkpoint_path: str, mixture_or_task_name: str, task_feature_le
   results = {}
   from t5x_engine import data
   for path in paths:
-    model = api.load(path)
+    model = api.load(path, param_dtype)
     data.bind_task_vocabulary(model.vocabulary_path, model.config.vocab_size,
                               os.path.join(os.path.dirname(os.path.abspath(model.source)),
                                            'config.gin'))

@@ -8,7 +8,26 @@ from typing import Iterator
 
 def is_remote(path: str) -> bool:
   """True for bucket paths (`gs://...`), which go through tensorstore / tf.io.gfile."""
-  return '://' in path
+  return '://' in str(path)
+
+
+def resolve(path: str) -> str:
+  """An absolute local path, or a bucket path unchanged."""
+  path = str(path)
+  return path if is_remote(path) else os.path.abspath(os.path.expanduser(path))
+
+
+def write_atomic(path: str, data) -> None:
+  """Writes text or bytes to `path` (local or bucket) under a temporary name, then renames,
+  so readers never see a half-written file."""
+  from etils import epath
+  target = epath.Path(path)
+  tmp = target.parent / f'.{target.name}.tmp-{uuid.uuid4().hex[:8]}'
+  if isinstance(data, bytes):
+    tmp.write_bytes(data)
+  else:
+    tmp.write_text(data)
+  tmp.replace(target)
 
 
 @contextlib.contextmanager

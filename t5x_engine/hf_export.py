@@ -148,6 +148,9 @@ def _write_model_card(folder: str, name: str, model: api.Model, run: dict,
       f'- Task or mixture: {run.get("MIXTURE_OR_TASK_NAME", "unknown")}',
       f'- Steps: {run.get("step", "unknown")}',
   ]
+  if model.merged_lora_rank:
+    lines.append(f'- Fine-tuned with LoRA (rank {model.merged_lora_rank}); the adapters are '
+                 'merged into these weights.')
   final = run.get('final_eval')
   if final:
     lines.append(f'- Final validation (teacher forcing, step {final["step"]}): loss per token '

@@ -15,6 +15,7 @@ import json
 import os
 from typing import Optional, Sequence
 
+import jax
 import numpy as np
 
 from t5x_engine import api, decoding
@@ -26,16 +27,20 @@ def infer(*, checkpoint_path: str, output_dir: str, mixture_or_task_name: Option
           task_feature_lengths: Optional[dict] = None, split: str = 'test',
           prompts_file: Optional[str] = None, batch_size: int = 32,
           decode_options: decoding.DecodeOptions = decoding.DecodeOptions(),
-          num_runs: int = 1, with_scores: bool = False, show_progress: bool = True) -> list[str]:
+          num_runs: int = 1, with_scores: bool = False, show_progress: bool = True,
+          param_dtype: Optional[str] = None) -> list[str]:
   """Decodes and writes one JSON Lines file per run; returns their paths.
 
   Give either a SeqIO task or mixture (`mixture_or_task_name`, `task_feature_lengths`,
   `split`) or `prompts_file` (JSON Lines with "inputs" / "prompt" / "instruction", or
-  plain text, one prompt per line).
+  plain text, one prompt per line). `param_dtype='bfloat16'` halves parameter memory.
   """
   if (mixture_or_task_name is None) == (prompts_file is None):
     raise ValueError('give MIXTURE_OR_TASK_NAME or infer.prompts_file (exactly one)')
-  model = api.load(checkpoint_path)
+  if jax.process_count() > 1:
+    raise ValueError('t5x infer runs in one process (it decodes on this host\'s devices); '
+                     'start it without the multi-host flags, on one worker.')
+  model = api.load(checkpoint_path, param_dtype)
   sources = []  # (file name, examples, encode, detokenize)
   if prompts_file:
     sources.append((os.path.splitext(os.path.basename(prompts_file))[0],

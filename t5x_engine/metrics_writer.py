@@ -1,11 +1,14 @@
 """What a run shows and leaves behind: a live progress line, TensorBoard events,
 `metrics.jsonl`, and a loss plot at the end. Only process 0 writes."""
+import io
 import json
 import os
 import time
 from typing import Optional
 
 import jax
+
+from t5x_engine import fs_utils
 
 
 class MetricsWriter:
@@ -26,7 +29,7 @@ class MetricsWriter:
       from tqdm.auto import tqdm
       self._bar = tqdm(total=total_steps, initial=start_step, unit='step', dynamic_ncols=True,
                        desc='train', smoothing=0.1)
-    self._jsonl = open(os.path.join(model_dir, 'metrics.jsonl'), 'a') if self.enabled else None
+    self._jsonl = _JsonLines(os.path.join(model_dir, 'metrics.jsonl')) if self.enabled else None
 
   def _writer(self, split: str):
     if split not in self._writers:
@@ -54,8 +57,7 @@ class MetricsWriter:
     writer = self._writer(split)
     for name, value in scalars.items():
       writer.add_scalar(name, value, step)
-    self._jsonl.write(json.dumps({'step': step, 'split': split, **scalars}) + '\n')
-    self._jsonl.flush()
+    self._jsonl.append({'step': step, 'split': split, **scalars})
     if self._bar is not None and split == 'train':
       self._bar.set_postfix_str(
           f"loss={scalars.get('loss_per_token', float('nan')):.4f} "
@@ -85,17 +87,45 @@ class MetricsWriter:
     return plot_losses(self.model_dir)
 
 
+class _JsonLines:
+  """metrics.jsonl, appended line by line locally. Buckets cannot append, so there the
+  file is rewritten whole (atomically) at each record: small, and never torn."""
+
+  def __init__(self, path: str):
+    self.path = path
+    self._remote = fs_utils.is_remote(path)
+    if self._remote:
+      from etils import epath
+      existing = epath.Path(path)
+      self._text = existing.read_text() if existing.exists() else ''
+    else:
+      self._file = open(path, 'a')
+
+  def append(self, record: dict) -> None:
+    line = json.dumps(record) + '\n'
+    if self._remote:
+      self._text += line
+      fs_utils.write_atomic(self.path, self._text)
+    else:
+      self._file.write(line)
+      self._file.flush()
+
+  def close(self) -> None:
+    if not self._remote:
+      self._file.close()
+
+
 def plot_losses(model_dir: str) -> Optional[str]:
   """MODEL_DIR/loss.png: train (and eval) per-token loss against step, from metrics.jsonl."""
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
+  from etils import epath
   series = {}
-  with open(os.path.join(model_dir, 'metrics.jsonl')) as f:
-    for line in f:
-      record = json.loads(line)
-      if 'loss_per_token' in record:
-        series.setdefault(record['split'], []).append((record['step'], record['loss_per_token']))
+  for line in epath.Path(model_dir, 'metrics.jsonl').read_text().splitlines():
+    record = json.loads(line)
+    if 'loss_per_token' in record:
+      series.setdefault(record['split'], []).append((record['step'], record['loss_per_token']))
   if not series:
     return None
   fig, ax = plt.subplots(figsize=(7, 4))
@@ -110,7 +140,8 @@ def plot_losses(model_dir: str) -> Optional[str]:
   ax.legend()
   path = os.path.join(model_dir, 'loss.png')
   fig.tight_layout()
-  fig.savefig(path + '.tmp.png', dpi=100)
+  png = io.BytesIO()
+  fig.savefig(png, format='png', dpi=100)
   plt.close(fig)
-  os.replace(path + '.tmp.png', path)
+  fs_utils.write_atomic(path, png.getvalue())
   return path

@@ -18,6 +18,11 @@ import numpy as np
 Array = jax.Array
 # Masked attention logits get this bias; softmax then gives them exactly zero weight.
 _NEG_INF = -1e10
+# Values of T5Config.remat_policy.
+REMAT_POLICIES = ('none', 'minimal', 'full')
+# Values of T5Config.lora_targets: attention projections by T5X name, or 'mlp' for the
+# MLP kernels (wi / wi_0 / wi_1 / wo). The logits head and embeddings are never adapted.
+LORA_TARGETS = ('query', 'key', 'value', 'out', 'mlp')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,10 +49,52 @@ class T5Config:
   relative_attention_num_buckets: int = 32
   relative_attention_max_distance: int = 128
   layer_norm_epsilon: float = 1e-6
+  # Memory levers for large models (T5X's names). `scan_layers` runs each stack's layers
+  # under `nn.scan`: one traced layer, parameters stacked as `encoder/layers/...` along
+  # `param_scan_axis` (logical axis 'layers'). `remat_policy` recomputes activations
+  # inside each layer on the backward pass: 'full' keeps none, 'minimal' keeps the
+  # matmul outputs without batch dimensions.
+  scan_layers: bool = False
+  param_scan_axis: int = 1
+  remat_policy: str = 'none'
+  # LoRA (low-rank adapters; off at rank 0): each targeted projection x@W gains
+  # (lora_alpha / lora_rank) * (x@A)@B with trainable A [in, r], B [r, out] while W stays
+  # frozen (see lora.py). Targets: LORA_TARGETS ('mlp' is every MLP kernel).
+  lora_rank: int = 0
+  lora_alpha: float = 16.0
+  lora_targets: Sequence[str] = ('query', 'value')
 
   def __post_init__(self):
     # gin hands lists where users write lists; keep the config hashable.
     object.__setattr__(self, 'mlp_activations', tuple(self.mlp_activations))
+    self._check_lora()
+    if self.remat_policy not in REMAT_POLICIES:
+      raise ValueError(f'T5Config.remat_policy={self.remat_policy!r}: use one of {REMAT_POLICIES}')
+    # Every layer parameter has at least one axis, so the stacked axis goes first or second.
+    if self.param_scan_axis not in (0, 1):
+      raise ValueError(f'T5Config.param_scan_axis={self.param_scan_axis!r}: use 0 or 1 '
+                       '(T5X uses 1)')
+
+  def _check_lora(self):
+    targets = self.lora_targets
+    # A bare string would otherwise become a tuple of its letters.
+    targets = (targets,) if isinstance(targets, str) else tuple(targets)
+    object.__setattr__(self, 'lora_targets', targets)
+    if not isinstance(self.lora_rank, int) or self.lora_rank < 0:
+      raise ValueError(f'T5Config.lora_rank={self.lora_rank!r}: use 0 (LoRA off) or a positive '
+                       'integer rank such as 8')
+    unknown = [t for t in targets if t not in LORA_TARGETS]
+    if unknown:
+      raise ValueError(f'T5Config.lora_targets has unknown name(s) {unknown}; allowed values: '
+                       f'{LORA_TARGETS}')
+    if self.lora_rank and (not targets or not self.lora_alpha > 0):
+      raise ValueError(f'T5Config: lora_rank={self.lora_rank} needs a non-empty lora_targets '
+                       f'(allowed values: {LORA_TARGETS}) and lora_alpha > 0, got '
+                       f'{targets} and {self.lora_alpha!r}')
+
+  def lora_applies_to(self, target: Optional[str]) -> bool:
+    """True when projections of kind `target` (one of LORA_TARGETS) carry adapters."""
+    return self.lora_rank > 0 and target in self.lora_targets
 
 
 def _param(module, name, init, shape, axes, dtype):
@@ -59,20 +106,38 @@ _kernel_init = nn.initializers.variance_scaling(1.0, 'fan_in', 'truncated_normal
 
 
 class Dense(nn.Module):
-  """A bias-free projection whose kernel is stored 2-D, as T5X stores it."""
+  """A bias-free projection whose kernel is stored 2-D, as T5X stores it.
+
+  With `config.lora_applies_to(lora_target)` it also holds LoRA factors `lora_a` [in, r]
+  (random) and `lora_b` [r, out] (zeros, so a fresh adapter changes nothing) and returns
+  x@W + (alpha/r) * (x@A)@B; W + AB is never formed, so training costs O(r) extra.
+  """
   features: int
   kernel_axes: tuple[str, str]
   config: T5Config
   kernel_init: Any = _kernel_init
   dtype: Any = None  # overrides config.dtype (the logits are computed in float32)
+  lora_target: Optional[str] = None  # which of LORA_TARGETS this projection is
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     """[..., in] -> [..., features]."""
-    dtype = jnp.dtype(self.dtype or self.config.dtype)
+    cfg = self.config
+    dtype = jnp.dtype(self.dtype or cfg.dtype)
+    param_dtype = jnp.dtype(cfg.param_dtype)
     kernel = _param(self, 'kernel', self.kernel_init, (x.shape[-1], self.features),
-                    self.kernel_axes, jnp.dtype(self.config.param_dtype))
-    return jnp.dot(x.astype(dtype), kernel.astype(dtype))
+                    self.kernel_axes, param_dtype)
+    x = x.astype(dtype)
+    y = jnp.dot(x, kernel.astype(dtype))
+    if not cfg.lora_applies_to(self.lora_target):
+      return y
+    # The rank axis is tiny and replicated; the others shard as the kernel's do.
+    a = _param(self, 'lora_a', _kernel_init, (x.shape[-1], cfg.lora_rank),
+               (self.kernel_axes[0], 'lora_rank'), param_dtype)
+    b = _param(self, 'lora_b', nn.initializers.zeros, (cfg.lora_rank, self.features),
+               ('lora_rank', self.kernel_axes[1]), param_dtype)
+    low = jnp.dot(x, a.astype(dtype)) * jnp.asarray(cfg.lora_alpha / cfg.lora_rank, dtype)
+    return y + jnp.dot(low, b.astype(dtype))
 
 
 class Embed(nn.Module):
@@ -180,7 +245,8 @@ class MultiHeadAttention(nn.Module):
     cfg = self.config
     h, d = cfg.num_heads, cfg.head_dim
     query_init = lambda *a: _kernel_init(*a) / np.sqrt(d).astype(np.float32)
-    proj = lambda name, init: Dense(h * d, ('embed', 'joined_kv'), cfg, kernel_init=init, name=name)
+    proj = lambda name, init: Dense(h * d, ('embed', 'joined_kv'), cfg, kernel_init=init,
+                                    lora_target=name, name=name)
     split = lambda x: x.reshape(x.shape[:2] + (h, d))
     query = split(proj('query', query_init)(inputs_q))
     key = split(proj('key', _kernel_init)(inputs_kv))
@@ -199,7 +265,7 @@ class MultiHeadAttention(nn.Module):
     weights = nn.Dropout(cfg.dropout_rate)(weights, deterministic=not enable_dropout)
     out = jnp.einsum('bhqk,bkhd->bqhd', weights, value.astype(weights.dtype))
     out = out.reshape(out.shape[:2] + (h * d,))
-    return Dense(cfg.emb_dim, ('joined_kv', 'embed'), cfg, name='out')(out)
+    return Dense(cfg.emb_dim, ('joined_kv', 'embed'), cfg, lora_target='out', name='out')(out)
 
   def _update_cache(self, key: Array, value: Array) -> tuple[Array, Array]:
     """Writes one new key/value at `cache_index`; returns the whole cache [b, L, h, d].
@@ -234,12 +300,12 @@ class MlpBlock(nn.Module):
     hidden = None
     for i, act in enumerate(acts):
       name = 'wi' if len(acts) == 1 else f'wi_{i}'
-      y = Dense(cfg.mlp_dim, ('embed', 'mlp'), cfg, name=name)(x)
+      y = Dense(cfg.mlp_dim, ('embed', 'mlp'), cfg, lora_target='mlp', name=name)(x)
       y = _ACTIVATIONS[act](y)
       hidden = y if hidden is None else hidden * y
     hidden = nn.with_logical_constraint(hidden, ('batch', 'length', 'mlp'))
     hidden = nn.Dropout(cfg.dropout_rate)(hidden, deterministic=not enable_dropout)
-    return Dense(cfg.emb_dim, ('mlp', 'embed'), cfg, name='wo')(hidden)
+    return Dense(cfg.emb_dim, ('mlp', 'embed'), cfg, lora_target='mlp', name='wo')(hidden)
 
 
 # 'gelu' is the tanh approximation, as in T5X and in HF's gated-gelu ("gelu_new").
@@ -259,8 +325,9 @@ def _residual(module, x, sublayer_out, enable_dropout):
 class EncoderLayer(nn.Module):
   config: T5Config
 
+  # The flags are positional (not keyword-only) so that `nn.remat` can mark them static.
   @nn.compact
-  def __call__(self, x: Array, bias: Array, *, enable_dropout: bool) -> Array:
+  def __call__(self, x: Array, bias: Array, enable_dropout: bool) -> Array:
     cfg = self.config
     y = RMSNorm(cfg, name='pre_attention_layer_norm')(x)
     y = MultiHeadAttention(cfg, name='attention')(y, y, bias, enable_dropout=enable_dropout)
@@ -273,8 +340,9 @@ class EncoderLayer(nn.Module):
 class DecoderLayer(nn.Module):
   config: T5Config
 
+  # The flags are positional (not keyword-only) so that `nn.remat` can mark them static.
   @nn.compact
-  def __call__(self, y: Array, encoded: Array, self_bias: Array, cross_bias: Array, *,
+  def __call__(self, y: Array, encoded: Array, self_bias: Array, cross_bias: Array,
                enable_dropout: bool, decode: bool) -> Array:
     cfg = self.config
     z = RMSNorm(cfg, name='pre_self_attention_layer_norm')(y)
@@ -288,6 +356,53 @@ class DecoderLayer(nn.Module):
     z = RMSNorm(cfg, name='pre_mlp_layer_norm')(y)
     z = MlpBlock(cfg, name='mlp')(z, enable_dropout=enable_dropout)
     return _residual(self, y, z, enable_dropout)
+
+
+def _remat(layer_cls: type, cfg: T5Config, static_argnums: tuple[int, ...]) -> type:
+  """`layer_cls` wrapped in `nn.remat` as `cfg.remat_policy` asks ('none': unchanged).
+
+  `static_argnums` count the module as argument 0 and name the Python-bool flags, which
+  must stay static for the layer to branch on them.
+  """
+  if cfg.remat_policy == 'none':
+    return layer_cls
+  # 'full' saves nothing inside a layer; 'minimal' keeps weight matmuls (no batch dims).
+  policy = (jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+            if cfg.remat_policy == 'minimal' else None)
+  # Under scan the rematted body cannot be merged with its neighbours, so CSE prevention
+  # only costs speed there.
+  return nn.remat(layer_cls, policy=policy, static_argnums=static_argnums,
+                  prevent_cse=not cfg.scan_layers)
+
+
+def _run_layers(layer_cls: type, cfg: T5Config, num_layers: int, x: Array,
+                arrays: tuple, flags: tuple) -> Array:
+  """Applies `num_layers` layers: `x = layer(x, *arrays, *flags)`, where `arrays` and the
+  Python-bool `flags` are the same for every layer. Called inside a compact `__call__`,
+  so the layers are its children.
+
+  Unscanned: children `layers_0`, `layers_1`, ... Scanned: one child `layers` whose
+  parameters carry a stacked axis of size `num_layers` at `cfg.param_scan_axis`
+  (logical name 'layers'), each layer with its own parameter-init and dropout rngs.
+  """
+  args = tuple(arrays) + tuple(flags)
+  # Positions of the flags, counted with the module as 0 and x as 1.
+  layer_cls = _remat(layer_cls, cfg, tuple(range(2 + len(arrays), 2 + len(args))))
+  if not cfg.scan_layers:
+    for i in range(num_layers):
+      x = layer_cls(cfg, name=f'layers_{i}')(x, *args)
+    return x
+
+  def body(layer, carry, *broadcast):
+    return layer(carry, *broadcast), None
+
+  # 'intermediates' is stacked too, so sow / capture_intermediates see every layer.
+  scanned = nn.scan(body, variable_axes={'params': cfg.param_scan_axis, 'cache': 0,
+                                         'intermediates': 0},
+                    split_rngs={'params': True, 'dropout': True},
+                    in_axes=(nn.broadcast,) * len(args), length=num_layers,
+                    metadata_params={nn.PARTITION_NAME: 'layers'})
+  return scanned(layer_cls(cfg, name='layers'), x, *args)[0]
 
 
 def _positions(tokens: Array, positions: Optional[Array]) -> Array:
@@ -313,8 +428,7 @@ class Encoder(nn.Module):
     pos = _positions(tokens, positions)
     bias = RelativePositionBiases(cfg, bidirectional=True, name='relpos_bias')(pos, pos)
     bias = bias + attention_bias(mask)
-    for i in range(cfg.num_encoder_layers):
-      x = EncoderLayer(cfg, name=f'layers_{i}')(x, bias, enable_dropout=enable_dropout)
+    x = _run_layers(EncoderLayer, cfg, cfg.num_encoder_layers, x, (bias,), (enable_dropout,))
     x = RMSNorm(cfg, name='encoder_norm')(x)
     return dropout(x, deterministic=not enable_dropout)
 
@@ -330,6 +444,10 @@ class Decoder(nn.Module):
                enable_dropout: bool, decode: bool) -> Array:
     """Teacher-forced [b, l] or one decode step [b, 1] -> float32 logits [b, l, v]."""
     cfg = self.config
+    if decode and cfg.scan_layers:
+      # decoding.generate converts a scanned model to the layer-per-module layout first.
+      raise ValueError('decode=True needs T5Config.scan_layers=False; convert the parameters '
+                       'with model_config.unscan_params (decoding.generate does it for you)')
     dropout = nn.Dropout(cfg.dropout_rate)
     y = dropout(self.shared_embedding(decoder_input_tokens), deterministic=not enable_dropout)
     y = nn.with_logical_constraint(y, ('batch', 'length', 'embed'))
@@ -358,9 +476,8 @@ class Decoder(nn.Module):
       cross_mask = cross_mask & segment_mask(decoder_segment_ids, encoder_segment_ids)
     cross_bias = attention_bias(cross_mask)
 
-    for i in range(cfg.num_decoder_layers):
-      y = DecoderLayer(cfg, name=f'layers_{i}')(
-          y, encoded, self_bias, cross_bias, enable_dropout=enable_dropout, decode=decode)
+    y = _run_layers(DecoderLayer, cfg, cfg.num_decoder_layers, y,
+                    (encoded, self_bias, cross_bias), (enable_dropout, decode))
     y = RMSNorm(cfg, name='decoder_norm')(y)
     y = dropout(y, deterministic=not enable_dropout)
     if cfg.logits_via_embedding:

@@ -6,6 +6,7 @@ can bind its hyper-parameters while the trainer supplies the schedule.
 import functools
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -24,6 +25,55 @@ def adafactor(decay_rate: float = 0.8, clipping_threshold: float | None = 1.0,
       multiply_by_parameter_scale=multiply_by_parameter_scale, factored=factored,
       momentum=momentum, min_dim_size_to_factor=min_dim_size_to_factor,
       weight_decay_rate=weight_decay_rate, eps=epsilon1)
+
+
+def per_layer(tx: optax.GradientTransformation,
+              param_scan_axis: int = 1) -> optax.GradientTransformation:
+  """`tx` for a scanned parameter tree, applied to each stacked layer on its own.
+
+  Adafactor's parameter-scale and update clipping take an RMS over the whole array, and
+  its factoring picks the two largest axes; over a stacked [embed, layers, mlp] kernel
+  that would mix the layers (T5X's Adafactor treats the 'layers' axis as a batch axis
+  for the same reason). Here the `encoder/layers` and `decoder/layers` subtrees go
+  through `tx` under `jax.vmap` over the stacked axis, so every layer is updated exactly
+  as in the unscanned model; the rest of the tree goes through `tx` as usual.
+
+  The per-layer state's leaves carry the layer axis at `param_scan_axis` when they have
+  that many axes (so second moments shaped like a kernel are stacked, and sharded, like
+  it), else at 0 (step counts become [layers]).
+  """
+  from t5x_engine import model_config  # keeps this module free of the network at import
+
+  def layer_axes(stacked_state):
+    # A stacked leaf whose per-layer rank reaches the scan axis has the layers there.
+    return jax.tree_util.tree_map(
+        lambda x: param_scan_axis if len(x.shape) - 1 >= param_scan_axis else 0, stacked_state)
+
+  def init(params):
+    stacked, rest = model_config.split_scanned(params)
+    if not jax.tree_util.tree_leaves(stacked):  # vmap needs something to map over
+      return {'per_layer': tx.init(stacked), 'rest': tx.init(rest)}
+    shapes = jax.eval_shape(jax.vmap(tx.init, in_axes=param_scan_axis), stacked)
+    layers_state = jax.vmap(tx.init, in_axes=param_scan_axis,
+                            out_axes=layer_axes(shapes))(stacked)
+    return {'per_layer': layers_state, 'rest': tx.init(rest)}
+
+  def update(updates, state, params=None):
+    stacked, rest = model_config.split_scanned(updates)
+    stacked_params, rest_params = (model_config.split_scanned(params) if params is not None
+                                   else (None, None))
+    if jax.tree_util.tree_leaves(stacked):
+      axes = layer_axes(state['per_layer'])
+      stacked, layers_state = jax.vmap(
+          tx.update, in_axes=(param_scan_axis, axes, param_scan_axis),
+          out_axes=(param_scan_axis, axes))(stacked, state['per_layer'], stacked_params)
+    else:
+      stacked, layers_state = tx.update(stacked, state['per_layer'], stacked_params)
+    rest, rest_state = tx.update(rest, state['rest'], rest_params)
+    return (model_config.join_scanned(stacked, rest),
+            {'per_layer': layers_state, 'rest': rest_state})
+
+  return optax.GradientTransformation(init, update)
 
 
 def adamw(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,

@@ -42,6 +42,7 @@ def standard_logical_axis_rules(activation_partitioning_dims: int = 1,
       ('length', None),
       ('relpos_buckets', None),
       ('layers', None),
+      ('lora_rank', None),  # LoRA factors' rank axis: tiny, so replicated
       ('stack', None),
   ]
   return rules
@@ -105,6 +106,43 @@ class PjitPartitioner:
           f'{self.num_partitions}). Make BATCH_SIZE a multiple of '
           f'{self.data_size * num_microbatches}, or change num_partitions.')
 
+  def with_data_axis(self, sharding: NamedSharding, shape: Sequence[int]) -> NamedSharding:
+    """`sharding` also split over 'data' on the first dimension it leaves whole and that
+    'data' divides (ZeRO stage 1 for optimizer state); unchanged when none qualifies or
+    'data' is already used."""
+    spec = list(sharding.spec) + [None] * (len(shape) - len(sharding.spec))
+    used = {a for entry in spec if entry for a in ((entry,) if isinstance(entry, str) else entry)}
+    if 'data' in used or self.data_size == 1:
+      return sharding
+    for dim, size in enumerate(shape):
+      if spec[dim] is None and size % self.data_size == 0:
+        spec[dim] = 'data'
+        return NamedSharding(self.mesh, PartitionSpec(*spec))
+    return sharding
+
+  def check_divisible(self, shapes: dict, logical_axes: dict) -> None:
+    """Raises, before anything compiles, if a mesh axis does not divide a dimension the
+    rules shard over it (e.g. num_partitions=8 with 4 heads).
+
+    shapes, logical_axes: {parameter name: shape} and {parameter name: logical axes}.
+    """
+    knob = {'model': 'partitioning.PjitPartitioner.num_partitions',
+            'data': 'the data axis (devices / num_partitions)'}
+    for name in sorted(shapes):
+      spec = self.mesh_axes(logical_axes[name])
+      for size, logical, mesh_axes in zip(shapes[name], logical_axes[name], spec):
+        if mesh_axes is None:
+          continue
+        mesh_axes = (mesh_axes,) if isinstance(mesh_axes, str) else tuple(mesh_axes)
+        ways = int(np.prod([self.mesh.shape[a] for a in mesh_axes]))
+        if size % ways:
+          fits = [d for d in range(1, size + 1) if size % d == 0 and d <= ways]
+          raise ValueError(
+              f'mesh axis {"x".join(mesh_axes)} of size {ways} ({" and ".join(knob[a] for a in mesh_axes)}) '
+              f'does not divide {logical}={size} of parameter {name} {tuple(shapes[name])}. '
+              f'Use a {"x".join(mesh_axes)} axis size that divides {size} (largest fitting: '
+              f'{fits[-1]}), or a rule that leaves {logical!r} unsharded.')
+
   def partition(self, fn: Callable, in_shardings, out_shardings,
                 donate_argnums: Sequence[int] = ()) -> Callable:
     """jax.jit with explicit shardings, tracing `fn` under the mesh and rules."""
@@ -119,4 +157,11 @@ class PjitPartitioner:
       with jax.set_mesh(self.mesh):
         return jitted(*args)
 
+    def lower(*args):
+      # Ahead-of-time: args may be ShapeDtypeStructs, so `t5x plan` compiles the very
+      # function training runs without allocating its inputs.
+      with jax.set_mesh(self.mesh):
+        return jitted.lower(*args)
+
+    run.lower = lower
     return run

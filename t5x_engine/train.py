@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator, Optional
 import jax
 import numpy as np
 
-from t5x_engine import checkpoints, metrics_writer, model_config, models, partitioning
+from t5x_engine import checkpoints, fs_utils, metrics_writer, model_config, models, partitioning
 from t5x_engine import trainer as trainer_lib
 from t5x_engine import utils
 
@@ -46,7 +46,7 @@ def train(*, model: models.EncoderDecoderModel, train_dataset_cfg: utils.Dataset
   """
   if nan_policy not in _NAN_POLICIES:
     raise ValueError(f'train.nan_policy={nan_policy!r}; use one of {_NAN_POLICIES}')
-  model_dir = os.path.abspath(os.path.expanduser(model_dir))
+  model_dir = fs_utils.resolve(model_dir)  # local, or gs:// on a pod
   _check_writable(model_dir)
   trainer = trainer_cls(model=model, partitioner=partitioner,
                         skip_nonfinite_updates=nan_policy == 'skip')
@@ -108,16 +108,38 @@ def train(*, model: models.EncoderDecoderModel, train_dataset_cfg: utils.Dataset
 
 def evaluate(trainer: trainer_lib.Trainer, params: Any, cfg: utils.DatasetConfig,
              get_dataset_fn: GetDatasetFn, max_batches: Optional[int] = None) -> dict:
-  """Teacher-forced loss per token and token accuracy over one pass of `cfg`'s split."""
-  total = None
+  """Teacher-forced loss per token and token accuracy over one pass of `cfg`'s split.
+
+  Hosts may hold different numbers of batches (their shards differ in size); every host
+  runs as many steps as the largest, feeding all-padding batches (zero loss weight) once
+  its own run out, so that the collective steps stay in lockstep.
+  """
+  local = []
   for i, batch in enumerate(get_dataset_fn(cfg, num_epochs=1)):
     if max_batches is not None and i >= max_batches:
       break
+    local.append(batch)
+  steps = _max_over_hosts(len(local))
+  if steps == 0:
+    raise ValueError(f'the {cfg.split!r} split of {cfg.mixture_or_task_name!r} gave no batches')
+  if not local:
+    raise ValueError(f'process {jax.process_index()} got no {cfg.split!r} batches of '
+                     f'{cfg.mixture_or_task_name!r} while others did; the split has fewer '
+                     'examples than hosts. Lower the number of hosts or use a larger split.')
+  padding = {k: np.zeros_like(v) for k, v in local[0].items()}
+  total = None
+  for i in range(steps):
+    batch = local[i] if i < len(local) else padding
     sums = jax.device_get(trainer.eval_step(params, _global_batch(trainer.partitioner, batch)))
     total = sums if total is None else {k: total[k] + sums[k] for k in total}
-  if total is None:
-    raise ValueError(f'the {cfg.split!r} split of {cfg.mixture_or_task_name!r} gave no batches')
   return models.summarize(total)
+
+
+def _max_over_hosts(value: int) -> int:
+  if jax.process_count() == 1:
+    return value
+  from jax.experimental import multihost_utils
+  return int(np.max(multihost_utils.process_allgather(np.int32(value))))
 
 
 def _infer_eval(writer, model, params, cfg: utils.DatasetConfig, decode_options, step: int):
@@ -173,32 +195,58 @@ def _restore_or_init(trainer, ckpt, checkpoint_cfg, seed):
     return state, position
   path = checkpoint_cfg.restore.path if checkpoint_cfg.restore else None
   if path:
-    return trainer.state_from_params(load_initial_params(path, trainer)), 0
+    params = _restore_initial_sharded(path, trainer)
+    if params is None:  # another format or layout: read on the host, convert, shard
+      params = load_initial_params(path, trainer)
+    return trainer.state_from_params(params), 0
   return trainer.init_state(jax.random.PRNGKey(seed)), 0
+
+
+def _restore_initial_sharded(path: str, trainer: trainer_lib.Trainer) -> Optional[Any]:
+  """INITIAL_CHECKPOINT_PATH read shard by shard into the train state's shardings, when it
+  is one of our checkpoints whose parameters are exactly the model's; else None."""
+  folder = path if checkpoints.is_checkpoint(path) else checkpoints.latest(path)
+  if not folder:
+    return None
+  abstract = trainer.abstract_state.params
+  want = {k: tuple(v.shape) for k, v in model_config.flatten(abstract).items()}
+  if checkpoints.target_shapes(folder) != want:
+    return None
+  logging.info('reading %s shard by shard into the mesh', folder)
+  return checkpoints.restore_target_sharded(folder, abstract)
 
 
 def load_initial_params(path: str, trainer: trainer_lib.Trainer) -> Any:
   """Parameters from INITIAL_CHECKPOINT_PATH, checked against the model's shapes."""
-  from t5x_engine import api, converters
+  from t5x_engine import api, converters, lora
   cfg = trainer.model.config
   if checkpoints.is_checkpoint(path) or checkpoints.latest(path):
     folder = path if checkpoints.is_checkpoint(path) else checkpoints.latest(path)
     params = checkpoints.restore_target(folder)
   else:
     params = api.load(path).params
+  # Either layout in, the model's layout out: a plain HF/T5X start fine-tuned with
+  # scan_layers=True gets stacked, a scanned MODEL_DIR started plain gets unstacked.
+  # (A scanned source is read with this model's param_scan_axis.)
+  params = model_config.params_for_config(params, cfg)
+  # LoRA: the plain starting point gets fresh adapters (B = 0, so the same function).
+  params = lora.add_fresh_adapters(params, trainer.model, path)
   converters.check_shapes(params, cfg, path)
   return converters.cast_params(params, np.dtype(cfg.param_dtype))
 
 
 def _check_writable(model_dir: str) -> None:
+  from etils import epath
   try:
-    os.makedirs(model_dir, exist_ok=True)
-    probe = os.path.join(model_dir, '.write_test')
-    with open(probe, 'w') as f:
-      f.write('ok')
-    os.remove(probe)
-  except OSError as e:
-    raise PermissionError(f'MODEL_DIR {model_dir} is not writable ({e.strerror}); '
+    folder = epath.Path(model_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    # One probe per process: hosts sharing MODEL_DIR must not remove each other's.
+    probe = folder / f'.write_test_{jax.process_index()}'
+    probe.write_text('ok')
+    probe.unlink()
+  except Exception as e:  # OSError locally; the bucket clients raise their own types
+    reason = getattr(e, 'strerror', None) or f'{type(e).__name__}: {e}'
+    raise PermissionError(f'MODEL_DIR {model_dir} is not writable ({reason}); '
                           'set --gin.MODEL_DIR=\\"/a/writable/path\\".') from None
 
 
@@ -206,10 +254,7 @@ def _write_config(model_dir: str) -> None:
   import gin
   if jax.process_index() != 0:
     return
-  path = os.path.join(model_dir, 'config.gin')
-  with open(path + '.tmp', 'w') as f:
-    f.write(gin.config_str())
-  os.replace(path + '.tmp', path)
+  fs_utils.write_atomic(os.path.join(model_dir, 'config.gin'), gin.config_str())
 
 
 def _write_vocabulary(model_dir: str, model: models.EncoderDecoderModel) -> None:
@@ -217,7 +262,8 @@ def _write_vocabulary(model_dir: str, model: models.EncoderDecoderModel) -> None
   decoding and Hugging Face export need nothing else."""
   source = getattr(model.output_vocabulary, 'sentencepiece_model_file', None)
   target = os.path.join(model_dir, 'spiece.model')
-  if jax.process_index() != 0 or not source or os.path.exists(target):
+  from etils import epath
+  if jax.process_index() != 0 or not source or epath.Path(target).exists():
     return
   if '://' in source:
     import tensorflow as tf  # bucket paths only
@@ -229,9 +275,7 @@ def _write_vocabulary(model_dir: str, model: models.EncoderDecoderModel) -> None
   else:
     with open(source, 'rb') as f:
       blob = f.read()
-  with open(target + '.tmp', 'wb') as f:
-    f.write(blob)
-  os.replace(target + '.tmp', target)
+  fs_utils.write_atomic(target, blob)
 
 
 def _write_model_info(model_dir: str, trainer: trainer_lib.Trainer) -> None:
@@ -245,7 +289,4 @@ def _write_model_info(model_dir: str, trainer: trainer_lib.Trainer) -> None:
   for name in sorted(shapes):
     mesh_axes = tuple(trainer.partitioner.mesh_axes(axes[name]))
     lines.append(f'{name}  {shapes[name]}  {axes[name]}  {mesh_axes}')
-  path = os.path.join(model_dir, 'model-info.txt')
-  with open(path + '.tmp', 'w') as f:
-    f.write('\n'.join(lines) + '\n')
-  os.replace(path + '.tmp', path)
+  fs_utils.write_atomic(os.path.join(model_dir, 'model-info.txt'), '\n'.join(lines) + '\n')

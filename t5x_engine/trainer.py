@@ -12,14 +12,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from t5x_engine import models, optimizers, partitioning
+from t5x_engine import lora, model_config, models, optimizers, partitioning
 
 
 @flax.struct.dataclass
 class TrainState:
   step: jax.Array  # int32 scalar: updates applied so far
-  params: Any
-  opt_state: Any
+  params: Any  # the whole tree (with LoRA: frozen base and adapters)
+  opt_state: Any  # of the trained parameters only (with LoRA: the adapters)
 
 
 class Trainer:
@@ -33,23 +33,38 @@ class Trainer:
     max_grad_norm: clip gradients by global norm before the optimizer (None: no clipping).
     skip_nonfinite_updates: leave the state unchanged on a step whose loss or gradients
       are not finite (the step counter still advances).
+    shard_optimizer_state_over_data: optimizer-state leaves always follow their parameter's
+      sharding; this also splits them over the data axis (ZeRO stage 1), for meshes where
+      the parameters are replicated over 'data' (1-D parameter partitioning, e.g. GPUs).
+
+  With LoRA on (`model.config.lora_rank > 0`) the base is frozen: gradients are taken
+  with respect to the adapters only, and the optimizer sees (and keeps state for) only
+  them; see `lora.split_trainable`.
   """
 
   def __init__(self, model: models.EncoderDecoderModel, partitioner: partitioning.PjitPartitioner,
                learning_rate_fn: Optional[optimizers.Schedule] = None,
                num_microbatches: Optional[int] = None, max_grad_norm: Optional[float] = None,
-               skip_nonfinite_updates: bool = False):
+               skip_nonfinite_updates: bool = False,
+               shard_optimizer_state_over_data: bool = False):
     self.model = model
+    self.shard_optimizer_state_over_data = shard_optimizer_state_over_data
     self.partitioner = partitioner
     self.learning_rate_fn = learning_rate_fn or optimizers.create_learning_rate_scheduler()
     self.num_microbatches = num_microbatches or 1
     self.skip_nonfinite_updates = skip_nonfinite_updates
     optimizer_def = model.optimizer_def or optimizers.adafactor()
     chain = [optax.clip_by_global_norm(max_grad_norm)] if max_grad_norm else []
-    self.tx = optax.chain(*chain, optimizer_def(self.learning_rate_fn))
+    tx = optimizer_def(self.learning_rate_fn)
+    if model.config.scan_layers:  # stacked layers are still optimized one by one
+      tx = optimizers.per_layer(tx, model.config.param_scan_axis)
+    self.tx = optax.chain(*chain, tx)
     self._boxed = jax.eval_shape(model.init_boxed_params, jax.random.PRNGKey(0))
     self.param_logical_axes = nn.get_partition_spec(self._boxed)
     abstract_params = nn.unbox(self._boxed)
+    boxed = model_config.flatten(self._boxed)
+    partitioner.check_divisible({k: v.value.shape for k, v in boxed.items()},
+                                {k: tuple(v.names) for k, v in boxed.items()})
     self.state_shardings = self._shardings(abstract_params)
     self.abstract_state = jax.tree_util.tree_map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
@@ -64,13 +79,23 @@ class Trainer:
     param_shardings = jax.tree_util.tree_map(
         lambda spec: part.sharding(tuple(spec)), self.param_logical_axes,
         is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
-    abstract_opt = jax.eval_shape(self.tx.init, abstract_params)
-    return TrainState(step=part.replicated, params=param_shardings,
-                      opt_state=_optimizer_shardings(abstract_opt, abstract_params,
-                                                     param_shardings, part.replicated))
+    trained = self._trained(abstract_params)
+    abstract_opt = jax.eval_shape(self.tx.init, trained)
+    opt_shardings = _optimizer_shardings(abstract_opt, trained, self._trained(param_shardings),
+                                         part.replicated)
+    if self.shard_optimizer_state_over_data:
+      opt_shardings = jax.tree_util.tree_map(
+          lambda leaf, s: part.with_data_axis(s, leaf.shape) if any(s.spec) else s,
+          abstract_opt, opt_shardings)
+    return TrainState(step=part.replicated, params=param_shardings, opt_state=opt_shardings)
+
+  def _trained(self, tree):
+    """The part of a parameter-shaped tree that the optimizer updates."""
+    return lora.split_trainable(tree, self.model.config)[0]
 
   def _init_state_from_params(self, params) -> TrainState:
-    return TrainState(step=jnp.int32(0), params=params, opt_state=self.tx.init(params))
+    return TrainState(step=jnp.int32(0), params=params,
+                      opt_state=self.tx.init(self._trained(params)))
 
   def init_state(self, rng: jax.Array) -> TrainState:
     """A fresh state, created directly in its shardings (never whole on one device)."""
@@ -92,13 +117,18 @@ class Trainer:
   def train_step(self, state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainState, dict]:
     """One optimizer update; `rng` is the run's dropout key (folded with the step)."""
     if self._train_step is None:
-      batch_shardings = {k: self.partitioner.batch_sharding(v.ndim) for k, v in batch.items()}
-      self._train_step = self.partitioner.partition(
-          self._train_step_fn, in_shardings=(self.state_shardings, batch_shardings,
-                                             self.partitioner.replicated),
-          out_shardings=(self.state_shardings, self.partitioner.replicated),
-          donate_argnums=(0,))
+      self._train_step = self.partitioned_train_step(batch)
     return self._train_step(state, batch, rng)
+
+  def partitioned_train_step(self, batch: dict):
+    """The jitted step for batches shaped like `batch` (arrays or ShapeDtypeStructs), the
+    state donated; its `.lower(state, batch, rng)` compiles ahead of time (`t5x plan`)."""
+    batch_shardings = {k: self.partitioner.batch_sharding(v.ndim) for k, v in batch.items()}
+    return self.partitioner.partition(
+        self._train_step_fn, in_shardings=(self.state_shardings, batch_shardings,
+                                           self.partitioner.replicated),
+        out_shardings=(self.state_shardings, self.partitioner.replicated),
+        donate_argnums=(0,))
 
   def eval_step(self, params: Any, batch: dict) -> dict:
     """Teacher-forced metric sums for one batch (dropout off)."""
@@ -113,8 +143,9 @@ class Trainer:
     step_rng = jax.random.fold_in(rng, state.step)
     normalizer = self.model.loss_normalizer(batch)
     grads, sums = self.accumulate_gradients(state.params, batch, step_rng, normalizer)
-    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    trained, frozen = lora.split_trainable(state.params, self.model.config)
+    updates, opt_state = self.tx.update(grads, state.opt_state, trained)
+    params = lora.combine(optax.apply_updates(trained, updates), frozen)
     finite = jnp.isfinite(sums['loss_sum']) & jnp.all(jnp.asarray(
         [jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)]))
     if self.skip_nonfinite_updates:
@@ -129,13 +160,18 @@ class Trainer:
   def accumulate_gradients(self, params, batch: dict, rng: jax.Array, normalizer):
     """Gradients of the whole batch's loss, summed over `num_microbatches` slices.
 
+    Only the trained parameters are differentiated (all of them, or with LoRA the
+    adapters: the base enters as a constant, so no gradient is ever formed for it); the
+    gradient tree has their structure.
     Microbatch i takes rows i, i+M, i+2M, ... so that each device keeps its own rows
     (the batch is sharded over 'data' along rows) and no data moves between devices.
     """
-    grad_fn = jax.grad(self.model.loss_fn, has_aux=True)
+    trained, frozen = lora.split_trainable(params, self.model.config)
+    grad_fn = jax.grad(lambda t, *args: self.model.loss_fn(lora.combine(t, frozen), *args),
+                       has_aux=True)
     m = self.num_microbatches
     if m == 1:
-      return grad_fn(params, batch, rng, normalizer)
+      return grad_fn(trained, batch, rng, normalizer)
 
     def split(x):
       x = x.reshape((x.shape[0] // m, m) + x.shape[1:])
@@ -148,12 +184,12 @@ class Trainer:
       index, mb = inputs
       mb = {k: nn.with_logical_constraint(v, ('batch',) + (None,) * (v.ndim - 1))
             for k, v in mb.items()}
-      g, s = grad_fn(params, mb, jax.random.fold_in(rng, index), normalizer)
+      g, s = grad_fn(trained, mb, jax.random.fold_in(rng, index), normalizer)
       add = lambda a, b: jax.tree_util.tree_map(jnp.add, a, b)
       return (add(grads, g), add(sums, s)), None
 
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-    _, sums_shape = jax.eval_shape(grad_fn, params, jax.tree_util.tree_map(lambda x: x[0], micro),
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, trained)
+    _, sums_shape = jax.eval_shape(grad_fn, trained, jax.tree_util.tree_map(lambda x: x[0], micro),
                                    rng, normalizer)
     zero_sums = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), sums_shape)
     (grads, sums), _ = jax.lax.scan(body, (zeros, zero_sums), (jnp.arange(m), micro))

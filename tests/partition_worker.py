@@ -12,11 +12,11 @@ import train_helpers  # noqa: E402
 from t5x_engine import model_config, partitioning, trainer  # noqa: E402
 
 
-def run(num_partitions, param_dims, devices, steps=3):
+def run(num_partitions, param_dims, devices, steps=3, zero=False):
   rules = partitioning.standard_logical_axis_rules(parameter_partitioning_dims=param_dims)
   part = partitioning.PjitPartitioner(num_partitions, rules, devices=devices)
   model = train_helpers.tiny_model(dropout_rate=0.1)
-  t = trainer.Trainer(model, part, num_microbatches=2)
+  t = trainer.Trainer(model, part, num_microbatches=2, shard_optimizer_state_over_data=zero)
   state = t.init_state(jax.random.PRNGKey(0))
   losses = []
   for i in range(steps):
@@ -28,7 +28,10 @@ def run(num_partitions, param_dims, devices, steps=3):
   mismatches = [k for k, v in flat.items()
                 if v.sharding.spec != part.mesh_axes(axes[k]) or v.sharding.mesh != part.mesh]
   sharded = sum(1 for v in flat.values() if any(a is not None for a in v.sharding.spec))
+  opt_bytes = sum(x.addressable_shards[0].data.nbytes
+                  for x in jax.tree_util.tree_leaves(state.opt_state))
   return {'losses': losses, 'mismatches': mismatches, 'sharded_params': sharded,
+          'opt_state_bytes_per_device': opt_bytes,
           'final_param_sum': float(sum(np.asarray(v, np.float64).sum() for v in flat.values()))}
 
 
@@ -38,6 +41,7 @@ def main():
   out = {'single': run(1, 1, devices[:1])}
   for name, (parts, dims) in {'8x1': (1, 1), '4x2': (2, 1), '2x4': (4, 1), '4x2_2d': (2, 2)}.items():
     out[name] = run(parts, dims, devices)
+  out['4x2_zero'] = run(2, 1, devices, zero=True)
   part = partitioning.PjitPartitioner(2, devices=devices)
   try:
     part.check_batch_size(6)
@@ -47,6 +51,10 @@ def main():
     partitioning.PjitPartitioner(3, devices=devices)
   except ValueError as e:
     out['mesh_error'] = str(e)
+  try:  # 4 heads cannot split 8 ways; the error must come before any compilation
+    trainer.Trainer(train_helpers.tiny_model(), partitioning.PjitPartitioner(8, devices=devices))
+  except ValueError as e:
+    out['heads_error'] = str(e)
   print('RESULT ' + json.dumps(out))
 
 

@@ -218,6 +218,13 @@ def test_initial_checkpoint_from_each_format(tmp_path, shared_dir):
   ours = checkpoints.restore_target(str(tmp_path / 'ours' / 'checkpoint_6'))
   _assert_same_params(_start_from(str(tmp_path / 'ours'), tmp_path / 'a', train_helpers.tiny_model()),
                       ours)
+  # (read shard by shard into the mesh: the formats match, so no host-side copy)
+  t = trainer.Trainer(train_helpers.tiny_model(), partitioning.PjitPartitioner())
+  sharded = train._restore_initial_sharded(str(tmp_path / 'ours'), t)
+  assert sharded is not None
+  _assert_same_params(trainer.TrainState(step=0, params=sharded, opt_state=None), ours)
+  other = trainer.Trainer(train_helpers.tiny_model(emb_dim=16), partitioning.PjitPartitioner())
+  assert train._restore_initial_sharded(str(tmp_path / 'ours'), other) is None
   # ... a legacy T5X checkpoint (T5X's own tiny test checkpoint) ...
   fixture = shared_dir / 'fixtures' / 't5x' / 'test_t5_tiny.checkpoint_0'
   tiny = train_helpers.models.EncoderDecoderModel(train_helpers.Transformer(

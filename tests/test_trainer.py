@@ -44,13 +44,19 @@ def eight_device_run():
   return json.loads(lines[-1][len('RESULT '):])
 
 
-@pytest.mark.parametrize('mesh', ['8x1', '4x2', '2x4', '4x2_2d'])
+@pytest.mark.parametrize('mesh', ['8x1', '4x2', '2x4', '4x2_2d', '4x2_zero'])
 def test_partitioned_losses_equal_single_device(eight_device_run, mesh):
   single, run = eight_device_run['single'], eight_device_run[mesh]
   np.testing.assert_allclose(run['losses'], single['losses'], atol=1e-5, rtol=0)
   assert run['mismatches'] == []
   # The loss moves between steps, so equal losses mean equal updates.
   assert abs(single['losses'][0] - single['losses'][1]) > 1e-3
+
+
+def test_optimizer_state_over_data_shrinks_it_per_device(eight_device_run):
+  plain, zero = eight_device_run['4x2'], eight_device_run['4x2_zero']
+  # Adafactor's parameter-shaped leaves split 4 more ways; factored statistics stay whole.
+  assert zero['opt_state_bytes_per_device'] < 0.6 * plain['opt_state_bytes_per_device']
 
 
 def test_two_dimensional_sharding_shards_more_parameters(eight_device_run):
@@ -60,6 +66,9 @@ def test_two_dimensional_sharding_shards_more_parameters(eight_device_run):
 def test_mesh_and_batch_errors_say_what_to_change(eight_device_run):
   assert 'num_partitions=3' in eight_device_run['mesh_error']
   assert 'divisor of 8' in eight_device_run['mesh_error']
+  heads = eight_device_run['heads_error']
+  assert 'mesh axis model of size 8 (partitioning.PjitPartitioner.num_partitions)' in heads
+  assert 'does not divide heads=4' in heads and 'largest fitting: 4' in heads
   msg = eight_device_run['batch_error']
   assert 'BATCH_SIZE=6' in msg and 'data axis of size 4' in msg and 'multiple of 4' in msg
 

@@ -13,12 +13,14 @@ bytes per device, reported side by side:
   when num_microbatches > 1; activations by the formula of `activation_bytes`.
 - from the compiler: XLA's memory analysis of the compiled train step (the same jitted
   function `Trainer.train_step` runs, lowered with ShapeDtypeStructs):
-  peak = arguments + outputs - aliased (donated state) + temporaries + generated code.
+  peak = arguments + outputs - aliased (donated state) + temporaries + generated code,
+  plus the state leaves the step never reads (jit drops them; they still take memory).
 
 A compiled total is "computed"; with `--no-compile` the total is "estimated" as the
 sharding-derived bytes plus the activation formula. The bytes are what XLA's CPU backend
 plans for the simulated devices; TPU and GPU backends fuse, lay out and schedule
-differently, so treat them as a close guide, not a guarantee.
+differently (e.g. XLA:CPU keeps float32 copies of bfloat16-rounded weights), so they are
+a plan, not a measurement; docs/memory_plan.md lists the known differences.
 
 JAX fixes the number of CPU devices when its backend starts, so `t5x plan` (`launch`)
 runs the planning in a fresh `python -m t5x_engine.plan` whose environment asks for
@@ -35,7 +37,7 @@ import shlex
 import subprocess
 import sys
 import time
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import gin
 import jax
@@ -301,7 +303,8 @@ def activation_bytes(cfg, partitioner, rows: int, feature_lengths: dict) -> int:
     logits        = 3*Ld*v*f                              logits, log-softmax, their gradient
   Layers: remat 'none' keeps Ne*enc + Nd*dec; 'full' keeps each layer's input (e*a per
   position) plus one layer recomputed, max(enc, dec); 'minimal' keeps the projections'
-  outputs (saveable matmuls) plus one layer recomputed.
+  outputs (saveable matmuls), Ne*Le*(3e + 3H + n*m)*a + Nd*(Ld*(5e + 4H + n*m) +
+  2*Le*H)*a, plus one layer recomputed.
   Total = rows * (layers + stacks + logits).
   """
   le, ld = feature_lengths['inputs'], feature_lengths['targets']
@@ -439,43 +442,51 @@ def _size(n: float) -> str:
 
 
 def format_report(r: dict) -> str:
-  """The report as a plain-text table (GiB per device)."""
+  """The report as a plain-text table of sizes per device."""
+  return '\n'.join(_header_lines(r) + [''] + _byte_lines(r) + _verdict_lines(r))
+
+
+def _header_lines(r: dict) -> list[str]:
   m, b, mesh = r['model'], r['batch'], r['mesh']
   levers = [name for name, on in (('scan_layers', m['scan_layers']),
                                   (f"remat={m['remat_policy']}", m['remat_policy'] != 'none'),
                                   (f"lora_rank={m['lora_rank']}", m['lora_rank'])) if on]
-  lines = [
-      f"model      {_count(m['total_parameters'])} parameters ({_count(m['trainable_parameters'])} "
-      f"trained), {m['num_encoder_layers']}+{m['num_decoder_layers']} layers, emb "
-      f"{m['emb_dim']}, params {m['param_dtype']}, activations {m['dtype']}"
-      + (f"; {', '.join(levers)}" if levers else ''),
-      f"mesh       data {mesh['data']} x model {mesh['model']} = {mesh['devices']} simulated devices",
+  model = (f"{_count(m['total_parameters'])} parameters ({_count(m['trainable_parameters'])} "
+           f"trained), {m['num_encoder_layers']}+{m['num_decoder_layers']} layers, emb "
+           f"{m['emb_dim']}, params {m['param_dtype']}, activations {m['dtype']}")
+  return [
+      f"model      {model}" + (f"; {', '.join(levers)}" if levers else ''),
+      f"mesh       data {mesh['data']} x model {mesh['model']} = {mesh['devices']} "
+      'simulated devices',
       f"batch      {b['batch_size']} = {b['num_microbatches']} microbatch(es) x "
       f"{b['batch_size'] // b['num_microbatches']} rows ({b['rows_per_device_per_microbatch']} "
       f"per device), lengths {b['task_feature_lengths']}, pack={b['pack']}",
-      '',
-      'per device',
   ]
-  per = r['per_device_bytes']
-  for key, label in (('parameters', 'parameters'), ('optimizer_state', 'optimizer state'),
-                     ('gradients', 'gradients'), ('gradient_accumulator', 'gradient accumulator'),
-                     ('batch', 'batch'), ('activations_estimate', 'activations (estimate)')):
-    lines.append(f'{label:36s}{_size(per[key])}')
-  c = r['compiled']
+
+
+def _byte_lines(r: dict) -> list[str]:
+  per, c = r['per_device_bytes'], r['compiled']
+  rows = [('per device', None),
+          ('parameters', per['parameters']), ('optimizer state', per['optimizer_state']),
+          ('gradients', per['gradients']), ('gradient accumulator', per['gradient_accumulator']),
+          ('batch', per['batch']), ('activations (estimate)', per['activations_estimate'])]
   if c:
-    lines.append(f"compiled step (XLA, {c['compile_seconds']:.0f} s to compile):")
-    for key, label in (('argument_bytes', '  arguments'), ('output_bytes', '  outputs'),
-                       ('alias_bytes', '  aliased with arguments (donated)'),
-                       ('temp_bytes', '  temporaries'),
-                       ('generated_code_bytes', '  generated code'),
-                       ('unused_argument_bytes', '  state the step does not read')):
-      lines.append(f'{label:36s}{_size(c[key])}')
-  lines.append(f"{'total per device (' + r['source'] + ')':36s}{_size(r['total_per_device_bytes'])}")
-  if r['fits'] is not None:
-    gib, room = r['device_memory_gib'], r['headroom_bytes'] / GIB
-    lines.append(f'fits in {gib:g} GiB: headroom {room:.2f} GiB' if r['fits'] else
-                 f'does not fit in {gib:g} GiB: {-room:.2f} GiB over')
-  return '\n'.join(lines)
+    rows += [(f"compiled step (XLA, {c['compile_seconds']:.0f} s to compile):", None),
+             ('  arguments', c['argument_bytes']), ('  outputs', c['output_bytes']),
+             ('  aliased with arguments (donated)', c['alias_bytes']),
+             ('  temporaries', c['temp_bytes']),
+             ('  generated code', c['generated_code_bytes']),
+             ('  state the step does not read', c['unused_argument_bytes'])]
+  rows.append((f"total per device ({r['source']})", r['total_per_device_bytes']))
+  return [label if n is None else f'{label:36s}{_size(n)}' for label, n in rows]
+
+
+def _verdict_lines(r: dict) -> list[str]:
+  if r['fits'] is None:
+    return []
+  gib, room = r['device_memory_gib'], r['headroom_bytes'] / GIB
+  return [f'fits in {gib:g} GiB: headroom {room:.2f} GiB' if r['fits'] else
+          f'does not fit in {gib:g} GiB: {-room:.2f} GiB over']
 
 
 def write_json(report: dict, path: str) -> None:

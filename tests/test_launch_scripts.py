@@ -391,7 +391,13 @@ def _fanout(fakes, **env):
        '--model-dir=/shared/tk', f'--ssh={ssh}', f'--t5x={t5x}', f'--remote-dir={fakes["tmp"]}',
        f'--log-dir={fakes["tmp"] / "logs"}'],
       env={**fakes['env'], 'FAKE_PIDS': str(fakes['tmp'] / 'pids'), **env}, cwd=fakes['tmp'],
-      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=_as_at_a_terminal)
+
+
+def _as_at_a_terminal():
+  # A job started in the background (as CI may start pytest) inherits SIGINT ignored, and
+  # bash cannot trap a signal ignored on entry; at a terminal, Ctrl-C arrives as default.
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_ssh_fanout_logs_per_host_and_ctrl_c_stops_all(fakes):

@@ -387,17 +387,19 @@ def _fanout(fakes, **env):
   t5x = _write_exe(fakes['tmp'] / 'fake_t5x', FAKE_T5X)
   (fakes['tmp'] / 'pids').mkdir(exist_ok=True)
   return subprocess.Popen(
-      ['bash', str(SCRIPTS / 'gpu_ssh_launch.sh'), f'--hosts={",".join(HOSTS)}',
+      [*_AS_AT_A_TERMINAL, 'bash', str(SCRIPTS / 'gpu_ssh_launch.sh'), f'--hosts={",".join(HOSTS)}',
        '--model-dir=/shared/tk', f'--ssh={ssh}', f'--t5x={t5x}', f'--remote-dir={fakes["tmp"]}',
        f'--log-dir={fakes["tmp"] / "logs"}'],
       env={**fakes['env'], 'FAKE_PIDS': str(fakes['tmp'] / 'pids'), **env}, cwd=fakes['tmp'],
-      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=_as_at_a_terminal)
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _as_at_a_terminal():
-  # A job started in the background (as CI may start pytest) inherits SIGINT ignored, and
-  # bash cannot trap a signal ignored on entry; at a terminal, Ctrl-C arrives as default.
-  signal.signal(signal.SIGINT, signal.SIG_DFL)
+# A job started in the background (as CI may start pytest) inherits SIGINT ignored, and
+# bash cannot trap a signal ignored on entry. This prefix restores the default a terminal
+# gives, then execs the command (no preexec_fn: forking a JAX process that way can hang).
+_AS_AT_A_TERMINAL = [sys.executable, '-c', 'import os, signal, sys; '
+                     'signal.signal(signal.SIGINT, signal.SIG_DFL); '
+                     'os.execvp(sys.argv[1], sys.argv[1:])']
 
 
 def test_ssh_fanout_logs_per_host_and_ctrl_c_stops_all(fakes):

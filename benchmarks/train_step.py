@@ -32,7 +32,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
-from t5x_engine import model_config, models, optimizers, partitioning, trainer  # noqa: E402
+from t5x_engine import fs_utils, model_config, models, optimizers, partitioning, trainer  # noqa: E402
 from t5x_engine.network import T5Config, Transformer  # noqa: E402
 
 GIN_MODELS = os.path.join(os.path.dirname(__file__), '..', 'gin', 'models', 't5_1_1')
@@ -145,9 +145,7 @@ def main(argv=None) -> dict:
   for key, value in result.items():
     print(f'{key:>26}: {value:.4g}' if isinstance(value, float) else f'{key:>26}: {value}')
   if args.json:
-    with open(args.json + '.tmp', 'w') as f:
-      json.dump(result, f, indent=2)
-    os.replace(args.json + '.tmp', args.json)
+    fs_utils.write_atomic(args.json, json.dumps(result, indent=2))
   return result
 
 

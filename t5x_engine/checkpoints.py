@@ -16,7 +16,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from t5x_engine import fs_utils
+from t5x_engine import fs_utils, model_config
 
 _STEP_DIR = re.compile(r'^checkpoint_(\d+)$')
 ITEMS = ('target', 'state')
@@ -87,8 +87,7 @@ def target_shapes(path: str) -> dict:
   """{'a/b/kernel': shape} of a checkpoint's parameters, from its metadata alone."""
   target = os.path.join(fs_utils.resolve(path), 'target')
   metadata = ocp.StandardCheckpointer().metadata(target).item_metadata
-  flat = jax.tree_util.tree_flatten_with_path(metadata)[0]
-  return {'/'.join(str(getattr(k, 'key', k)) for k in p): tuple(leaf.shape) for p, leaf in flat}
+  return {k: tuple(leaf.shape) for k, leaf in model_config.flatten(metadata).items()}
 
 
 def restore_target_sharded(path: str, abstract_params: Any) -> Any:

@@ -43,7 +43,7 @@ import gin
 import jax
 import jax.numpy as jnp
 
-from t5x_engine import gin_utils, lora
+from t5x_engine import fs_utils, gin_utils, lora
 
 GIB = 2 ** 30
 _COUNT_FLAG = '--xla_force_host_platform_device_count'
@@ -491,13 +491,8 @@ def _verdict_lines(r: dict) -> list[str]:
 
 def write_json(report: dict, path: str) -> None:
   """Writes `report` to `path` through a temporary file, so no reader sees half of it."""
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(report, f, indent=2)
-    f.write('\n')
-  os.replace(tmp, path)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fs_utils.write_atomic(path, json.dumps(report, indent=2) + '\n')
 
 
 if __name__ == '__main__':

@@ -6,7 +6,10 @@ Notebook use:
     model = t5x_engine.load('/path/to/model_dir')
     logits = model.logits(encoder_input_tokens, decoder_input_tokens)
 """
+from t5x_engine import cpu_random
 from t5x_engine.api import Model, load
 from t5x_engine.network import T5Config
 
 __all__ = ['Model', 'T5Config', 'load']
+
+cpu_random.use_straight_line_threefry()

@@ -146,15 +146,17 @@ class Trainer:
     trained, frozen = lora.split_trainable(state.params, self.model.config)
     updates, opt_state = self.tx.update(grads, state.opt_state, trained)
     params = lora.combine(optax.apply_updates(trained, updates), frozen)
-    finite = jnp.isfinite(sums['loss_sum']) & jnp.all(jnp.asarray(
-        [jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)]))
+    grad_norm = optax.global_norm(grads)
+    # Any inf or nan in the gradients makes their norm non-finite: one check, not one per
+    # parameter (a norm that overflows float32 counts as non-finite too).
+    finite = jnp.isfinite(sums['loss_sum']) & jnp.isfinite(grad_norm)
     if self.skip_nonfinite_updates:
       keep = lambda new, old: jax.tree_util.tree_map(
           lambda n, o: jnp.where(finite, n, o), new, old)
       params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
     metrics = dict(sums, loss=sums['loss_sum'] / normalizer,
                    learning_rate=self.learning_rate_fn(state.step),
-                   grad_norm=optax.global_norm(grads), nonfinite=1.0 - finite.astype(jnp.float32))
+                   grad_norm=grad_norm, nonfinite=1.0 - finite.astype(jnp.float32))
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   def accumulate_gradients(self, params, batch: dict, rng: jax.Array, normalizer):

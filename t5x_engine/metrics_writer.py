@@ -23,6 +23,7 @@ class MetricsWriter:
     self.enabled = jax.process_index() == 0
     self._writers = {}
     self._tokens = 0.0
+    self._examples = 0.0
     self._last = (time.time(), start_step)
     self._bar = None
     if self.enabled and show_progress:
@@ -37,9 +38,11 @@ class MetricsWriter:
       self._writers[split] = SummaryWriter(os.path.join(self.model_dir, split))
     return self._writers[split]
 
-  def advance(self, steps: int, target_tokens: float) -> None:
-    """Counts steps and non-padding target tokens for the rates on the progress line."""
+  def advance(self, steps: int, target_tokens: float, examples: float = 0.0) -> None:
+    """Counts steps, non-padding target tokens and examples for the rates since the last
+    train record (examples: packed rows hold several)."""
     self._tokens += target_tokens
+    self._examples += examples
     if self._bar is not None:
       self._bar.update(steps)
 
@@ -51,7 +54,9 @@ class MetricsWriter:
       elapsed = max(now - self._last[0], 1e-9)
       scalars['steps_per_sec'] = (step - self._last[1]) / elapsed
       scalars['target_tokens_per_sec'] = self._tokens / elapsed
-      self._last, self._tokens = (now, step), 0.0
+      scalars['examples_per_sec'] = self._examples / elapsed
+      scalars['window_sec'] = elapsed
+      self._last, self._tokens, self._examples = (now, step), 0.0, 0.0
     if not self.enabled:
       return scalars
     writer = self._writer(split)

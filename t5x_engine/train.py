@@ -102,7 +102,8 @@ def train(*, model: models.EncoderDecoderModel, train_dataset_cfg: utils.Dataset
   ckpt.wait()
   ckpt.close()
   plot = writer.close()
-  writer.log(f'done: {model_dir} (checkpoint_{total_steps}/, metrics.jsonl, {plot})')
+  saved = f'checkpoint_{total_steps}/, ' if save_cfg and save_cfg.period else ''
+  writer.log(f'done: {model_dir} ({saved}metrics.jsonl, {plot})')
   return state
 
 
@@ -158,8 +159,9 @@ def _log_train(writer, step: int, window: list, skipped: int) -> None:
   sums = {k: float(np.sum([m[k] for m in window])) for k in window[0]}
   scalars = models.summarize(sums)
   scalars.update(loss=sums['loss'] / len(window), learning_rate=float(window[-1]['learning_rate']),
-                 grad_norm=float(window[-1]['grad_norm']), skipped_steps=skipped)
-  writer.advance(len(window), sums['weight_sum'])
+                 grad_norm=float(window[-1]['grad_norm']), skipped_steps=skipped,
+                 num_examples=sums['num_examples'])
+  writer.advance(len(window), sums['weight_sum'], sums['num_examples'])
   writer.write(step, 'train', scalars)
 
 

@@ -31,6 +31,12 @@ def test_quickstart_halves_the_loss_and_leaves_its_files(quickstart):
   train = _records(model_dir)
   assert train[-1]['step'] == 800
   assert train[-1]['loss_per_token'] < 0.5 * train[0]['loss_per_token']
+  # Packed rows hold several examples: each record counts them and their rate.
+  for r in train:
+    assert r['num_examples'] > 32 * 10  # 10 steps of 32 rows, more than one example a row
+    assert r['examples_per_sec'] * r['window_sec'] == pytest.approx(r['num_examples'], rel=1e-9)
+    assert r['target_tokens_per_sec'] * r['window_sec'] == pytest.approx(r['target_tokens'],
+                                                                         rel=1e-9)
   evals = _records(model_dir, 'training_eval')
   assert [r['step'] for r in evals] == [400, 800] and evals[-1]['accuracy'] > evals[0]['accuracy']
   for name in ('config.gin', 'model-info.txt', 'loss.png', 'checkpoint_800', 'checkpoint_400'):

@@ -36,3 +36,50 @@ def test_train_step_benchmark_smoke(tmp_path):
   tokens = result['batch'] * (result['inputs_length'] + result['targets_length'])
   assert abs(result['tokens_per_s'] * result['step_s_median'] - tokens) < 1e-6 * tokens
   assert 'mfu:' in proc.stdout
+
+
+def _run_train_benchmark(tmp_path, *extra):
+  proc = subprocess.run([sys.executable, 'benchmarks/train.py', '--smoke', '--out', str(tmp_path),
+                         *extra], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  return proc
+
+
+def test_train_benchmark_smoke_compares_both_stacks_on_the_same_examples(tmp_path):
+  proc = _run_train_benchmark(tmp_path)
+  result = json.loads((tmp_path / 'train_compare_tiny.json').read_text())
+  assert (tmp_path / 'train_compare_tiny.png').stat().st_size > 0
+  (round_,) = result['rounds']
+  project, pytorch = round_['project']['windows'], round_['pytorch']['windows']
+  # Both stacks trained the same examples in the same steps (4 steps, windows of 2).
+  assert [w['step'] for w in project] == [w['step'] for w in pytorch] == [2, 4]
+  for p, t in zip(project, pytorch):
+    assert p['examples'] == t['examples'] > 0 and p['target_tokens'] == t['target_tokens'] > 0
+  summary = round_['summary']
+  for stack, windows in (('project', project), ('pytorch', pytorch)):
+    s = summary[stack]
+    steady = windows[1:]  # the first window holds compilation / warm-up
+    seconds = sum(w['seconds'] for w in steady)
+    assert s['examples_per_s'] == sum(w['examples'] for w in steady) / seconds
+    assert s['final_loss'] == windows[-1]['loss'] and 0 < s['final_loss'] < 20
+    assert s['peak_rss_gib'] > 0 and s['startup_s'] > 0
+  ratio = summary['project']['examples_per_s'] / summary['pytorch']['examples_per_s']
+  assert result['ratios'] == [ratio]
+  assert proc.stdout.strip().splitlines()[-2] == (
+      f'ratio (project/pytorch examples/s): {ratio:.2f}')
+  assert 'same data: ' in proc.stdout
+
+
+def test_train_benchmark_smoke_scaling(tmp_path):
+  proc = _run_train_benchmark(tmp_path, '--scaling')
+  result = json.loads((tmp_path / 'train_scaling_tiny.json').read_text())
+  assert (tmp_path / 'train_scaling_tiny.png').stat().st_size > 0
+  grid = result['grid']
+  points = [(r['batch'], r['length']) for r in result['rows']]
+  assert points == [(grid['batch'], n) for n in grid['lengths']] + [
+      (b, grid['length']) for b in grid['batches'] if (b, grid['length']) != (grid['batch'],
+                                                                             grid['length'])]
+  for r in result['rows']:
+    assert r['project_s'] > 0 and r['pytorch_s'] > 0
+    assert r['ratio'] == r['pytorch_s'] / r['project_s']
+  assert 'scaling, T5 1.1 tiny' in proc.stdout

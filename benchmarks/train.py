@@ -71,6 +71,7 @@ DROPOUT = 0.1
 
 
 def hf_config(size: str):
+  """transformers.T5Config of `size` (T5 1.1: gated-gelu, untied head), dropout 0.1."""
   import transformers
   return transformers.T5Config(
       **SIZES[size][0], feed_forward_proj='gated-gelu', tie_word_embeddings=False,
@@ -104,7 +105,6 @@ def example_schedule(args, steps: int) -> list[list[tuple[list[int], list[int]]]
   """The examples of each of the project's first `steps` steps, as (input ids, target
   ids) lists: the packed train batches of `t5x train`, unpacked by segment id."""
   import gin
-  import numpy as np
   from t5x_engine import data, utils
   import t5x_tasks.vocabularies  # noqa: F401  (registers the configurable bound below)
   gin.bind_parameter('vocabularies.task_vocabulary.name', 'quickstart')
@@ -120,7 +120,6 @@ def example_schedule(args, steps: int) -> list[list[tuple[list[int], list[int]]]
 
 def unpack(batch: dict) -> list[tuple[list[int], list[int]]]:
   """A packed (or unpacked) EncDecFeatureConverter batch -> its examples' token lists."""
-  import numpy as np
   examples = []
   for row in range(batch['encoder_input_tokens'].shape[0]):
     enc, tgt = batch['encoder_input_tokens'][row], batch['decoder_target_tokens'][row]
@@ -543,6 +542,8 @@ def main(argv=None) -> None:
     return pytorch_worker(args)
   if args.worker:
     return scaling_worker(args)
+  if args.data:  # the driver reads the pipeline too, for the PyTorch side's steps
+    os.environ['COPOET_DATA_DIR'] = os.path.abspath(args.data)
   if args.smoke:
     args.size, args.steps, args.batch, args.stats_period, args.rounds = 'tiny', 4, 4, 2, 1
     args.inputs_length, args.targets_length = 32, 24

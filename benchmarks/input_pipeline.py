@@ -54,6 +54,9 @@ from t5x_engine import (data, fs_utils, model_config, models, optimizers,  # noq
 from t5x_engine.network import T5Config, Transformer  # noqa: E402
 from t5x_engine.utils import DatasetConfig  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import train_step  # noqa: E402  (the benchmarks' shared tiny model)
+
 GIN = os.path.join(os.path.dirname(__file__), '..', 'gin')
 # family: (task or mixture, the gin file whose TASK_FEATURE_LENGTHS it trains with)
 FAMILIES = {
@@ -63,9 +66,7 @@ FAMILIES = {
     'caption': ('caption_matching_split0', 'caption_matching_11b.gin'),
 }
 # The smoke model: benchmarks/train_step.py's TINY, with room for the 320-piece vocabulary.
-TINY = dict(vocab_size=384, emb_dim=64, num_heads=4, head_dim=16, mlp_dim=128,
-            num_encoder_layers=2, num_decoder_layers=2, mlp_activations=('gelu', 'linear'),
-            logits_via_embedding=False)
+TINY = dict(train_step.TINY, vocab_size=384)
 SMOKE_LENGTHS = {'inputs': 32, 'targets': 16}
 
 
@@ -251,7 +252,6 @@ def print_table(result: dict) -> None:
 
 def plot(result: dict, path: str) -> None:
   """Bars (log scale) of each family's pipeline examples/s beside the train step's."""
-  import io
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
@@ -271,10 +271,7 @@ def plot(result: dict, path: str) -> None:
   ax.grid(alpha=0.3, axis='y')
   ax.legend(loc='center right')
   fig.tight_layout()
-  png = io.BytesIO()
-  fig.savefig(png, format='png', dpi=100)
-  plt.close(fig)
-  fs_utils.write_atomic(path, png.getvalue())
+  fs_utils.write_figure(path, fig)
 
 
 def main(argv=None) -> dict:

@@ -194,6 +194,15 @@ def run_pytorch(args, init_dir: str, schedule_path: str, work: str, tag: str) ->
   return dict(stack='pytorch', wall_s=wall, peak_rss_gib=rss, windows=windows)
 
 
+def pytorch_adafactor(model):
+  """transformers' Adafactor set as the project's: constant lr, parameter scaling, update
+  clipping 1.0, decay exponent -0.8 (T5X's 0.8), no momentum, no weight decay."""
+  import transformers
+  return transformers.Adafactor(
+      model.parameters(), lr=LEARNING_RATE, relative_step=False, scale_parameter=True,
+      warmup_init=False, clip_threshold=1.0, decay_rate=-0.8, beta1=None, weight_decay=0.0)
+
+
 def pytorch_worker(args) -> None:
   """The PyTorch training loop over the schedule's steps; per-window records to JSON."""
   import torch
@@ -203,9 +212,7 @@ def pytorch_worker(args) -> None:
   started = time.perf_counter()
   torch.manual_seed(0)
   model = transformers.T5ForConditionalGeneration.from_pretrained(args.init).train()
-  optimizer = transformers.Adafactor(
-      model.parameters(), lr=LEARNING_RATE, relative_step=False, scale_parameter=True,
-      warmup_init=False, clip_threshold=1.0, decay_rate=-0.8, beta1=None, weight_decay=0.0)
+  optimizer = pytorch_adafactor(model)
   # The tokenizer only pads here (pad id 0); the ids come tokenized in the schedule.
   tokenizer = transformers.T5Tokenizer(vocab_file=os.path.join(
       ROOT, 't5x_tasks', 'data', 'copoet_sample', 'spiece.model'), extra_ids=0)
@@ -381,9 +388,7 @@ def _pytorch_step(args, batch: int, length: int):
   import transformers
   torch.manual_seed(0)
   model = transformers.T5ForConditionalGeneration(hf_config(args.size)).train()
-  optimizer = transformers.Adafactor(
-      model.parameters(), lr=LEARNING_RATE, relative_step=False, scale_parameter=True,
-      warmup_init=False, clip_threshold=1.0, decay_rate=-0.8, beta1=None)
+  optimizer = pytorch_adafactor(model)
   inputs, targets = synthetic_examples(batch, length, model.config.vocab_size)
   inputs, targets = torch.from_numpy(inputs), torch.from_numpy(targets)
   mask = torch.ones_like(inputs)
@@ -457,7 +462,6 @@ def plot(result: dict, path: str) -> None:
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
   from t5x_engine import fs_utils
-  import io
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   if result['kind'] == 'compare':
     _plot_throughput(axes[0], os.path.dirname(path), result)
@@ -493,10 +497,7 @@ def plot(result: dict, path: str) -> None:
   for ax in axes:
     ax.grid(alpha=0.3)
   fig.tight_layout()
-  png = io.BytesIO()
-  fig.savefig(png, format='png', dpi=100)
-  plt.close(fig)
-  fs_utils.write_atomic(path, png.getvalue())
+  fs_utils.write_figure(path, fig)
 
 
 def _plot_throughput(ax, folder: str, result: dict) -> None:

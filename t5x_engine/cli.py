@@ -140,6 +140,12 @@ def _score_copoet(args):
   print(json.dumps(result, indent=2) if args.json else copoet_scoring.format_report(result))
 
 
+def _serve(args):
+  from t5x_tasks import copoet_app
+  copoet_app.serve(args.checkpoint, host=args.host, port=args.port, log_dir=args.log_dir,
+                   max_rows=args.max_batch_rows, param_dtype=args.param_dtype, seed=args.seed)
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='t5x', description='Train, evaluate and convert T5 models (T5X-compatible).')
@@ -188,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
   score = sub.add_parser('score', help='score prediction files with a paper\'s metric')
   score = score.add_subparsers(dest='benchmark', required=True, metavar='BENCHMARK')
   p = score.add_parser('copoet', help='CoPoet success rate of .output or prediction files')
-  p.add_argument('files', nargs='+', help='one file per run')
+  p.add_argument('files', nargs='+', help='one file per run; a `t5x serve` session file, or '
+                 'a folder of them (one run), scores each chosen suggestion')
   p.add_argument('--mode', choices=('paper', 'strict'), default='paper',
                  help='paper: the paper\'s scorer, quirks included (default); strict: fixed')
   p.add_argument('--json', action='store_true', help='machine-readable output')
@@ -222,6 +229,26 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--split', default='test', choices=('test', 'validation'))
   p.add_argument('--json', action='store_true', help='machine-readable output')
   p.set_defaults(run=_score_caption)
+
+  p = sub.add_parser('serve', help="CoPoet's collaborative writing page and its JSON API "
+                     '(t5x serve --checkpoint MODEL_DIR, then open http://127.0.0.1:8080/)')
+  p.add_argument('--checkpoint', required=True,
+                 help='MODEL_DIR (latest checkpoint), a checkpoint_<step> folder or a Hugging '
+                 'Face folder (export-hf output); it needs its spiece.model')
+  p.add_argument('--host', default='127.0.0.1',
+                 help='address to bind (default 127.0.0.1: this machine only; 0.0.0.0 opens '
+                 'it to the network)')
+  p.add_argument('--port', type=int, default=8080)
+  p.add_argument('--log_dir', default='copoet_sessions',
+                 help='folder for the session logs, one <uid>.json per poem '
+                 '(default ./copoet_sessions)')
+  p.add_argument('--max_batch_rows', type=int, default=64,
+                 help='sampled rows per shared decode (a power of two >= 8)')
+  p.add_argument('--param_dtype', default=None, choices=('float32', 'bfloat16'),
+                 help='cast the parameters (bfloat16 halves the memory)')
+  p.add_argument('--seed', type=int, default=None,
+                 help='seed of the first decode (default: random)')
+  p.set_defaults(run=_serve)
 
   p = sub.add_parser('plan', help='per-device memory of a config\'s train step on a simulated '
                      'mesh: t5x plan --gin_file=FILE [--mesh 4x8] [--device_memory_gib 16] '

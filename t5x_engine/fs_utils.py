@@ -23,11 +23,15 @@ def write_atomic(path: str, data) -> None:
   from etils import epath
   target = epath.Path(path)
   tmp = target.parent / f'.{target.name}.tmp-{uuid.uuid4().hex[:8]}'
-  if isinstance(data, bytes):
-    tmp.write_bytes(data)
-  else:
-    tmp.write_text(data)
-  tmp.replace(target)
+  try:
+    if isinstance(data, bytes):
+      tmp.write_bytes(data)
+    else:
+      tmp.write_text(data)
+    tmp.replace(target)
+  except BaseException:
+    tmp.unlink(missing_ok=True)  # a failed write leaves neither a torn file nor litter
+    raise
 
 
 def write_figure(path: str, fig) -> None:

@@ -2,15 +2,19 @@
 
 Reads the paper's released `.output` files (JSON Lines; `generation` is scored against
 `instruction`) and the project's own prediction files (JSON Lines with `prediction` and
-an instruction under `instruction`, `inputs` or `translation.en1`). Several files are
+an instruction under `instruction`, `inputs` or `translation.en1`), and the session logs of `t5x serve` (a session file,
+or a folder of them read as one run: each chosen suggestion against its instruction;
+see copoet_sessions). Several files are
 several runs: the report gives each file's rate, per instruction type, and the mean over
 runs with a 95% confidence interval (Student's t over the per-run rates).
 """
+import glob
 import math
+import os
 import statistics
 from typing import Any, Sequence
 
-from t5x_tasks import copoet_metrics, jsonl
+from t5x_tasks import copoet_metrics, copoet_sessions, jsonl
 
 # Two-sided 95% Student's t quantiles for 1..30 degrees of freedom; beyond, the normal 1.96.
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
@@ -19,7 +23,23 @@ _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
 
 
 def read_pairs(path: str) -> list[tuple[str, str]]:
-  """(instruction, generation) pairs of one prediction file; errors name file, line, field."""
+  """(instruction, generation) pairs of one prediction file, session file or folder of
+  session files; errors name file, line, field."""
+  if os.path.isdir(path):
+    files = sorted(glob.glob(os.path.join(path, '*.json')))
+    sessions = [(f, copoet_sessions.load(f)) for f in files]
+    pairs = [p for f, s in sessions if s is not None for p in copoet_sessions.chosen_pairs(s, f)]
+    if not pairs:
+      raise ValueError(f'{path}: no session file with a chosen suggestion among its '
+                       f'{len(files)} .json files (a folder is read as `t5x serve` logs).')
+    return pairs
+  session = copoet_sessions.load(path)
+  if session is not None:
+    pairs = copoet_sessions.chosen_pairs(session, path)
+    if not pairs:
+      raise ValueError(f'{path}: this session chose no suggestion, so there is nothing to '
+                       'score.')
+    return pairs
   pairs = [(_field(record, path, number, _instruction), _field(record, path, number, _generation))
            for number, record in jsonl.records(path)]
   if not pairs:

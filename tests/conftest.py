@@ -40,3 +40,13 @@ def quickstart(tmp_path_factory):
       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return model_dir, proc
+
+
+@pytest.fixture(scope='session')
+def served(quickstart, tmp_path_factory):
+  """(URL, session log folder) of `t5x serve` on the quickstart model, for the session."""
+  sys.path.insert(0, str(ROOT / 'benchmarks'))
+  import serve_load
+  log_dir = tmp_path_factory.mktemp('copoet_sessions')
+  with serve_load.running_server(quickstart[0], log_dir, seed=0, env=ENV) as url:
+    yield url, log_dir

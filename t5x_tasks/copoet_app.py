@@ -1,0 +1,248 @@
+"""`t5x serve`: CoPoet's collaborative writing page and the JSON API behind it.
+
+    t5x serve --checkpoint /tmp/t5x_quickstart            # then open http://127.0.0.1:8080/
+
+Routes:
+    GET  /                 the page (t5x_tasks/web/copoet: plain HTML, CSS and JS)
+    GET  /api/config       instruction types, decoding defaults and input limits
+    POST /api/suggest      {instruction, n, temperature, top_k, top_p}
+                           -> {suggestions: [n texts], latency_ms, batch: {requests, rows}}
+    POST /api/poems        a session (see copoet_sessions) -> saved to LOG_DIR/<uid>.json
+
+Suggestions are sampled with CoPoet's protocol by default (top-k 5, temperature 0.7, no
+repeated bigrams; eval/copoet.sh). Each request samples `OVERSAMPLE` x n rows and returns
+the first n distinct texts, so a writer rarely sees the same line twice. Concurrent
+requests decode together (serving.BatchedSampler).
+
+Every field a client sends is bounded, unknown fields are refused, and the only file
+name derived from a request is `<uuid>.json`, from a field that must parse as a UUID.
+"""
+import asyncio
+import datetime
+import os
+import threading
+import time
+import uuid
+from typing import Optional
+
+import fastapi
+import pydantic
+from fastapi import responses, staticfiles
+
+from t5x_engine import serving
+from t5x_tasks import copoet_sessions
+
+WEB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'web', 'copoet')
+
+# CoPoet's lengths: instructions and lines are truncated to 64 tokens in the paper.
+MAX_INPUT_TOKENS = 64
+MAX_DECODE_LENGTH = 64
+# CoPoet's sampling protocol (eval/copoet.sh); no_repeat_ngram_size is not client-set.
+DEFAULTS = {'n': 5, 'temperature': 0.7, 'top_k': 5, 'top_p': 1.0}
+NO_REPEAT_NGRAM_SIZE = 2
+OVERSAMPLE = 2
+MAX_N = 10
+MAX_INSTRUCTION_CHARS = 300
+MAX_LINE_CHARS = 1000
+MAX_BODY_BYTES = 2 * 1024 * 1024
+
+# The builder's instruction types, worded as the paper's test sets and training data
+# (copoet_instructions); `argument` names what the argument field holds.
+INSTRUCTION_TYPES = (
+    {'type': 'continuation', 'label': 'Next line',
+     'template': "Write a next sentence in a poetry given the previous sentence '{}'",
+     'argument': 'the previous line'},
+    {'type': 'subject', 'label': 'Contains a word',
+     'template': "Write a poetic sentence that contains the word '{}'", 'argument': 'a word'},
+    {'type': 'about', 'label': 'About a topic',
+     'template': "Write a poetic sentence about '{}'", 'argument': 'a topic'},
+    {'type': 'rhyme', 'label': 'Rhymes with',
+     'template': "Write a poetic sentence that ends in a word which rhymes with '{}'",
+     'argument': 'a word to rhyme with'},
+    {'type': 'end', 'label': 'Ends with',
+     'template': "Write a poetic sentence ending in '{}'", 'argument': 'the last word'},
+    {'type': 'start', 'label': 'Starts with',
+     'template': "Write a poetic sentence that starts with the word '{}'",
+     'argument': 'the first word'},
+    {'type': 'metaphor', 'label': 'Metaphor', 'template': "Write a metaphor about '{}'",
+     'argument': 'a topic'},
+    {'type': 'simile', 'label': 'Simile', 'template': "Write a simile about '{}'",
+     'argument': 'a topic'},
+    {'type': 'haiku', 'label': 'Haiku', 'template': "Write a haiku about '{}'",
+     'argument': 'a topic'},
+)
+
+_Text = pydantic.constr(max_length=MAX_LINE_CHARS)
+_Stamp = Optional[pydantic.constr(max_length=40)]
+
+
+class _Strict(pydantic.BaseModel):
+  model_config = pydantic.ConfigDict(extra='forbid')
+
+
+class SuggestRequest(_Strict):
+  instruction: pydantic.constr(strip_whitespace=True, min_length=1,
+                               max_length=MAX_INSTRUCTION_CHARS)
+  n: pydantic.conint(ge=1, le=MAX_N) = DEFAULTS['n']
+  temperature: pydantic.confloat(ge=0.0, le=2.0) = DEFAULTS['temperature']
+  top_k: pydantic.conint(ge=0, le=100) = DEFAULTS['top_k']
+  top_p: pydantic.confloat(gt=0.0, le=1.0) = DEFAULTS['top_p']
+
+
+class Decode(_Strict):
+  n: pydantic.conint(ge=1, le=MAX_N)
+  temperature: float
+  top_k: int
+  top_p: float = 1.0
+
+
+class Interaction(_Strict):
+  instruction: pydantic.constr(max_length=MAX_INSTRUCTION_CHARS)
+  instruction_type: pydantic.constr(max_length=32) = 'free'
+  argument: pydantic.constr(max_length=MAX_INSTRUCTION_CHARS) = ''
+  suggestions: pydantic.conlist(_Text, max_length=MAX_N)
+  decode: Optional[Decode] = None
+  latency_ms: Optional[float] = None
+  requested_at: _Stamp = None
+  answered_at: _Stamp = None
+  choice: Optional[pydantic.conint(ge=0)] = None
+  chosen_at: _Stamp = None
+  inserted_at_line: Optional[pydantic.conint(ge=0)] = None
+  final_text: Optional[_Text] = None
+
+  @pydantic.model_validator(mode='after')
+  def _choice_in_range(self):
+    if self.choice is not None and self.choice >= len(self.suggestions):
+      raise ValueError(f'choice={self.choice} but only {len(self.suggestions)} suggestions')
+    return self
+
+
+class PoemRequest(_Strict):
+  uid: uuid.UUID
+  title: pydantic.constr(max_length=200) = ''
+  lines: pydantic.conlist(_Text, max_length=500)
+  submitted: bool = False
+  created_at: _Stamp = None
+  interactions: pydantic.conlist(Interaction, max_length=2000) = []
+
+
+def distinct(texts: list[str], n: int) -> list[str]:
+  """The first n distinct non-empty texts (stripped), topped up with the remaining texts
+  in order when there are fewer than n distinct ones."""
+  texts = [t.strip() for t in texts]
+  seen, first, rest = set(), [], []
+  for text in texts:
+    (first if text and text not in seen else rest).append(text)
+    seen.add(text)
+  return (first + rest)[:n]
+
+
+def sampling_settings(temperature: float = DEFAULTS['temperature'],
+                      top_k: int = DEFAULTS['top_k'],
+                      top_p: float = DEFAULTS['top_p']) -> serving.Settings:
+  """A request's sampling settings: CoPoet's bigram rule and lengths are fixed."""
+  return serving.Settings(temperature=temperature, top_k=top_k, top_p=top_p,
+                          no_repeat_ngram_size=NO_REPEAT_NGRAM_SIZE,
+                          max_decode_length=MAX_DECODE_LENGTH)
+
+
+def _now() -> str:
+  return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='milliseconds')
+
+
+def _error_message(exc: pydantic.ValidationError | fastapi.exceptions.RequestValidationError):
+  """'field: problem; field: problem' (the body's own prefix dropped)."""
+  parts = []
+  for error in exc.errors():
+    loc = [str(x) for x in error.get('loc', ()) if x != 'body']
+    parts.append(f"{'.'.join(loc) or 'body'}: {error.get('msg')}")
+  return '; '.join(parts)
+
+
+def create_app(sampler: serving.BatchedSampler, log_dir: str, model_name: str) -> fastapi.FastAPI:
+  """The FastAPI app: the page, /api/config, /api/suggest and /api/poems."""
+  app = fastapi.FastAPI(title='CoPoet', docs_url=None, redoc_url=None, openapi_url=None)
+  save_lock = threading.Lock()
+
+  @app.middleware('http')
+  async def _bounded_bodies(request: fastapi.Request, call_next):
+    if request.method == 'POST':
+      length = request.headers.get('content-length')
+      if length is None:
+        return responses.JSONResponse({'detail': 'send a Content-Length header'}, 411)
+      if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+        return responses.JSONResponse(
+            {'detail': f'request body over {MAX_BODY_BYTES} bytes'}, 413)
+    response = await call_next(request)
+    response.headers['Content-Security-Policy'] = "default-src 'self'"
+    response.headers['X-Content-Type-Options'] = 'nosniff'
+    return response
+
+  @app.exception_handler(fastapi.exceptions.RequestValidationError)
+  async def _bad_request(request, exc):
+    return responses.JSONResponse({'detail': _error_message(exc)}, 422)
+
+  @app.get('/', include_in_schema=False)
+  def page():
+    return responses.FileResponse(os.path.join(WEB_DIR, 'index.html'),
+                                  headers={'Cache-Control': 'no-cache'})
+
+  app.mount('/static', staticfiles.StaticFiles(directory=WEB_DIR), name='static')
+
+  @app.get('/api/config')
+  def config():
+    return {'model': model_name, 'instruction_types': INSTRUCTION_TYPES, 'defaults': DEFAULTS,
+            'limits': {'n': MAX_N, 'instruction_chars': MAX_INSTRUCTION_CHARS,
+                       'instruction_tokens': sampler.max_input_tokens,
+                       'temperature': 2.0, 'top_k': 100}}
+
+  @app.post('/api/suggest')
+  async def suggest(body: SuggestRequest):
+    start = time.perf_counter()
+    try:
+      future = sampler.submit(body.instruction, min(OVERSAMPLE * body.n, sampler.max_rows),
+                              sampling_settings(body.temperature, body.top_k, body.top_p))
+    except serving.InputTooLong as e:
+      raise fastapi.HTTPException(422, f'instruction: {e}') from None
+    except serving.Busy as e:
+      raise fastapi.HTTPException(503, f'busy: {e}', headers={'Retry-After': '1'}) from None
+    result = await asyncio.wrap_future(future)
+    return {'suggestions': distinct(result.texts, body.n),
+            'latency_ms': round((time.perf_counter() - start) * 1000.0, 1),
+            'batch': {'requests': result.batch_requests, 'rows': result.batch_rows}}
+
+  @app.post('/api/poems')
+  def save_poem(body: PoemRequest):  # sync: FastAPI runs it on a worker thread
+    with save_lock:
+      path = os.path.join(log_dir, copoet_sessions.file_name(body.uid))
+      previous = copoet_sessions.load(path) if os.path.exists(path) else None
+      saved_at = _now()
+      content = copoet_sessions.record(body.model_dump(mode='json'), model=model_name,
+                                       saved_at=saved_at, previous=previous)
+      copoet_sessions.save(log_dir, content)
+    return {'uid': content['uid'], 'submitted': content['submitted'], 'saved_at': saved_at,
+            'file': os.path.basename(path)}
+
+  return app
+
+
+def serve(checkpoint: str, *, host: str = '127.0.0.1', port: int = 8080,
+          log_dir: str = 'copoet_sessions', max_rows: int = 64,
+          param_dtype: Optional[str] = None, seed: Optional[int] = None) -> None:
+  """Loads the model, compiles the default decode, and serves until interrupted."""
+  import uvicorn
+
+  from t5x_engine import api
+  model = api.load(checkpoint, param_dtype)
+  model.tokenizer  # fails now, with its message, if the model came without a vocabulary
+  sampler = serving.BatchedSampler(model, max_rows=max_rows,
+                                   max_input_tokens=MAX_INPUT_TOKENS, seed=seed)
+  seconds = sampler.warm_up(sampling_settings())
+  log_dir = os.path.abspath(log_dir)
+  os.makedirs(log_dir, exist_ok=True)
+  app = create_app(sampler, log_dir, model.source or checkpoint)
+  print(f'compiled the decode in {seconds:.1f} s; sessions are saved to {log_dir}')
+  print(f'serving {model.source or checkpoint} at http://{host}:{port}/ (Ctrl-C stops)',
+        flush=True)
+  uvicorn.run(app, host=host, port=port, log_level='warning')
+  sampler.close()

@@ -1,0 +1,128 @@
+"""Writing-session logs of `t5x serve`: one JSON file per poem, the user study's format
+extended.
+
+The paper's study logs (one JSON object per poem) hold `uid`, `poemtitle`, `poemsofar`,
+`poem_submit`, `nlinstruction`, `rhymewithword`, `current_inst`, `instruction_count` and
+`logs`, a Python-repr string of `[{'instruction': ..., 'output': [5 suggestions, 'None of
+the above']}]`. A session file keeps all of these, with the same meaning and types, so
+tools written for the study read it, and adds:
+
+    format         "copoet-session/1"
+    submitted      false for the autosaved draft, true once the writer submits
+    created_at, saved_at, submitted_at   ISO 8601 UTC (saved_at, submitted_at: server)
+    model          what was served (the checkpoint or Hugging Face folder)
+    poem_lines     the poem as a list of lines
+    interactions   one per instruction issued, in order:
+        instruction, instruction_type (a builder type, or "free"), argument,
+        suggestions (as shown), decode {n, temperature, top_k}, latency_ms,
+        requested_at, answered_at,
+        choice         index into suggestions, or null for "None of the above"
+        chosen_at      when the choice was made
+        inserted_at_line   0-based line the chosen suggestion went to (or null)
+        final_text     that line's text when the poem was saved (the writer's edits)
+
+`chosen_pairs` gives the (instruction, chosen suggestion) pairs that `t5x score copoet`
+scores: the model's line as suggested, not the writer's edit of it.
+"""
+import ast
+import json
+import os
+import uuid
+from typing import Any, Optional
+
+from t5x_engine import fs_utils
+
+FORMAT = 'copoet-session/1'
+NONE_OF_THE_ABOVE = 'None of the above'
+
+
+def file_name(uid: str) -> str:
+  """`<uid>.json` with the uid in canonical UUID form: nothing else can name a file."""
+  return f'{uuid.UUID(str(uid))}.json'
+
+
+def record(session: dict, *, model: str, saved_at: str,
+           previous: Optional[dict] = None) -> dict:
+  """The file content for a session.
+
+  Args:
+    session: {uid, title, lines: [str], submitted: bool, created_at,
+      interactions: [{instruction, instruction_type, argument, suggestions, decode,
+      latency_ms, requested_at, answered_at, choice, chosen_at, inserted_at_line,
+      final_text}]}, as the page sends it (validated).
+    model: what the server serves.
+    saved_at: the server's time, ISO 8601.
+    previous: the file's earlier content, if any: a submitted poem keeps its first
+      `submitted_at`.
+  """
+  interactions = session['interactions']
+  study_logs = [{'instruction': i['instruction'],
+                 'output': list(i['suggestions']) + [NONE_OF_THE_ABOVE]} for i in interactions]
+  last = interactions[-1] if interactions else None
+  rhymes = [i['argument'] for i in interactions if i.get('instruction_type') == 'rhyme']
+  submitted_at = None
+  if session['submitted']:
+    submitted_at = (previous or {}).get('submitted_at') or saved_at
+  return {
+      # The study's fields, same names and types.
+      'poemsofar': '\n'.join(session['lines']),
+      'poemtitle': session['title'],
+      'poem_submit': 'poem_submit' if session['submitted'] else '',
+      'nlinstruction': last['instruction'] if last else '',
+      'rhymewithword': rhymes[-1] if rhymes else '',
+      'uid': str(uuid.UUID(str(session['uid']))),
+      'current_inst': (f"{last['instruction']}:{study_logs[-1]['output']!r}" if last else ''),
+      'logs': repr(study_logs),
+      'instruction_count': str(len(interactions)),
+      # Ours.
+      'format': FORMAT,
+      'submitted': bool(session['submitted']),
+      'created_at': session.get('created_at') or saved_at,
+      'saved_at': saved_at,
+      'submitted_at': submitted_at,
+      'model': model,
+      'poem_lines': list(session['lines']),
+      'interactions': [dict(i) for i in interactions],
+  }
+
+
+def save(log_dir: str, content: dict) -> str:
+  """Writes `content` to `log_dir/<uid>.json` atomically (a crash leaves the old file or
+  the new one, never a torn one); returns the path."""
+  os.makedirs(log_dir, exist_ok=True)
+  path = os.path.join(log_dir, file_name(content['uid']))
+  fs_utils.write_atomic(path, json.dumps(content, indent=1, ensure_ascii=False) + '\n')
+  return path
+
+
+def load(path: str) -> Optional[dict]:
+  """A session file's content, or None when `path` holds something else."""
+  try:
+    with open(path, encoding='utf-8') as f:
+      content = json.load(f)
+  except (OSError, ValueError):
+    return None
+  return content if isinstance(content, dict) and content.get('format') == FORMAT else None
+
+
+def chosen_pairs(content: dict, path: str = '<session>') -> list[tuple[str, str]]:
+  """(instruction, chosen suggestion) of every interaction whose choice is a suggestion.
+
+  Errors name the file and the interaction.
+  """
+  pairs = []
+  for number, interaction in enumerate(content.get('interactions', [])):
+    choice = interaction.get('choice')
+    if choice is None:
+      continue
+    suggestions = interaction.get('suggestions', [])
+    if not isinstance(choice, int) or not 0 <= choice < len(suggestions):
+      raise ValueError(f'{path}: interactions[{number}].choice={choice!r} is not an index '
+                       f'into its {len(suggestions)} suggestions.')
+    pairs.append((interaction['instruction'], suggestions[choice]))
+  return pairs
+
+
+def study_logs(content: dict) -> list[dict[str, Any]]:
+  """The study's `logs` field parsed: [{'instruction', 'output'}] (it is a Python repr)."""
+  return ast.literal_eval(content['logs']) if content.get('logs') else []

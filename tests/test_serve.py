@@ -1,0 +1,258 @@
+"""`t5x serve`: the batched sampler, the JSON API on the quickstart model, session logs and
+their scoring, and the load test on its default setting (50 concurrent requests)."""
+import json
+import subprocess
+import sys
+import threading
+import urllib.request
+import uuid
+
+import pytest
+
+import t5x_engine
+from conftest import ENV, ROOT
+from t5x_engine import cli, fs_utils, serving
+from t5x_tasks import copoet_app, copoet_metrics, copoet_scoring, copoet_sessions
+
+sys.path.insert(0, str(ROOT / 'benchmarks'))
+import serve_load  # noqa: E402
+
+RHYME = "Write a poetic sentence that ends in a word which rhymes with 'night'"
+
+
+@pytest.fixture(scope='module')
+def model(quickstart):
+  return t5x_engine.load(str(quickstart[0]))
+
+
+def test_row_buckets_are_powers_of_two():
+  assert [serving.row_bucket(r, 64) for r in (1, 8, 9, 16, 17, 33, 64)] == [8, 8, 16, 16, 32,
+                                                                            64, 64]
+
+
+def test_pending_requests_share_one_decode_per_settings(model):
+  sampler = serving.BatchedSampler(model, max_rows=16)
+  batches, release = [], threading.Event()
+
+  def fake_decode(batch):
+    batches.append([(r.tokens.tolist(), r.rows, r.settings.temperature) for r in batch])
+    if len(batches) == 1:
+      release.wait(30)  # the worker is busy while the others queue
+    return [serving.Result(['x'] * r.rows, len(batch), 0, 0.0) for r in batch]
+
+  sampler._decode = fake_decode
+  cold, warm = serving.Settings(temperature=0.5), serving.Settings(temperature=0.9)
+  first = sampler.submit('a', 2, cold)
+  while not batches:
+    threading.Event().wait(0.01)
+  futures = [sampler.submit('b', 4, cold), sampler.submit('c', 3, warm),
+             sampler.submit('d', 6, cold), sampler.submit('e', 8, cold)]
+  release.set()
+  results = [f.result(30) for f in [first] + futures]
+  sampler.close()
+  encode = lambda text: sampler.encode(text).tolist()  # noqa: E731
+  # b and d share a decode (10 rows); e would make 18 > 16 rows, so it waits; c has other
+  # settings and goes after.
+  assert batches == [[(encode('a'), 2, 0.5)],
+                     [(encode('b'), 4, 0.5), (encode('d'), 6, 0.5)],
+                     [(encode('c'), 3, 0.9)],
+                     [(encode('e'), 8, 0.5)]]
+  assert [len(r.texts) for r in results] == [2, 4, 3, 6, 8]
+  assert [r.batch_requests for r in results] == [1, 2, 1, 2, 1]
+
+
+def test_sampler_decodes_real_rows_reproducibly(model):
+  texts = []
+  for _ in range(2):
+    sampler = serving.BatchedSampler(model, max_rows=8, seed=7)
+    result = sampler.submit(RHYME, 5, copoet_app.sampling_settings()).result(120)
+    sampler.close()
+    texts.append(result.texts)
+    assert (result.batch_requests, result.batch_rows) == (1, 5) and sampler.decodes == 1
+  assert texts[0] == texts[1] and len(texts[0]) == 5
+  assert all(isinstance(t, str) for t in texts[0]) and len(set(texts[0])) > 1
+
+
+def test_sampler_refuses_at_once(model):
+  with pytest.raises(ValueError, match='max_rows=48: use a power of two'):
+    serving.BatchedSampler(model, max_rows=48)
+  sampler = serving.BatchedSampler(model, max_rows=8, max_input_tokens=8, max_pending=0)
+  with pytest.raises(serving.InputTooLong, match=r'tokens long; the model reads at most 8'):
+    sampler.submit('a much longer instruction than eight tokens', 1, serving.Settings())
+  with pytest.raises(ValueError, match=r'rows=9: use 1..8'):
+    sampler.submit('a', 9, serving.Settings())
+  with pytest.raises(ValueError, match='temperature'):
+    sampler.submit('a', 1, serving.Settings(temperature=-1.0))
+  with pytest.raises(serving.Busy, match='0 requests are waiting'):
+    sampler.submit('a', 1, serving.Settings())
+  sampler.close()
+
+
+def test_distinct_prefers_new_non_empty_texts():
+  assert copoet_app.distinct(['a ', 'a', '', 'b', 'c', 'b'], 3) == ['a', 'b', 'c']
+  assert copoet_app.distinct(['a', 'a', '', 'a'], 3) == ['a', 'a', '']
+
+
+def test_serve_binds_loopback_by_default():
+  args = cli.build_parser().parse_args(['serve', '--checkpoint', 'm'])
+  assert (args.host, args.port, args.max_batch_rows) == ('127.0.0.1', 8080, 64)
+
+
+# ------------------------------------------------------------------ the API, served
+
+
+def test_suggest_gives_n_suggestions(served):
+  url, _ = served
+  status, body = serve_load.post(f'{url}/api/suggest', {'instruction': RHYME})
+  assert status == 200 and len(body['suggestions']) == copoet_app.DEFAULTS['n']
+  assert body['latency_ms'] > 0 and body['batch']['rows'] >= 2 * copoet_app.DEFAULTS['n']
+  status, body = serve_load.post(f'{url}/api/suggest', {'instruction': RHYME, 'n': 2,
+                                                        'temperature': 0.0, 'top_k': 0})
+  assert status == 200 and len(body['suggestions']) == 2
+  with urllib.request.urlopen(f'{url}/api/config') as response:
+    config = json.loads(response.read())
+  assert config['defaults'] == {'n': 5, 'temperature': 0.7, 'top_k': 5, 'top_p': 1.0}
+  types = {t['type'] for t in config['instruction_types']}
+  assert {'continuation', 'subject', 'rhyme', 'metaphor', 'simile', 'haiku'} <= types
+  # Every template, filled, is classified as the type it offers (the scorer's types).
+  kinds = {t['type']: copoet_metrics.classify(t['template'].format('rose'))
+           for t in config['instruction_types']}
+  assert kinds['rhyme'] == 'rhyme' and kinds['haiku'] == 'haiku' and kinds['end'] == 'end'
+
+
+@pytest.mark.parametrize('body, status, message', [
+    ({'instruction': ''}, 422, 'instruction: String should have at least 1 character'),
+    ({'instruction': 'x' * 301}, 422, 'instruction: String should have at most 300 characters'),
+    ({'instruction': RHYME, 'n': 0}, 422, 'n: Input should be greater than or equal to 1'),
+    ({'instruction': RHYME, 'n': 11}, 422, 'n: Input should be less than or equal to 10'),
+    ({'instruction': RHYME, 'temperature': 5}, 422, 'temperature: Input should be less than'),
+    ({'instruction': RHYME, 'top_k': -1}, 422, 'top_k: Input should be greater than'),
+    ({'instruction': RHYME, 'path': '/etc/passwd'}, 422, 'path: Extra inputs are not permitted'),
+    ({'instruction': ' '.join(['xzqjv'] * 45)}, 422, 'the model reads at most 64'),
+])
+def test_suggest_refuses_bad_input(served, body, status, message):
+  code, reply = serve_load.post(f'{served[0]}/api/suggest', body)
+  assert code == status and message in reply['detail'], reply
+
+
+def test_bodies_are_bounded_and_paths_are_not_served(served):
+  url, _ = served
+  status, reply = serve_load.post(f'{url}/api/suggest', {'instruction': 'x' * (3 << 20)})
+  assert status == 413 and 'over 2097152 bytes' in reply['detail']
+  for path in ('/static/../copoet_app.py', '/static/..%2fcopoet_app.py', '/static/%2e%2e/app.py'):
+    with pytest.raises(urllib.error.HTTPError) as e:
+      urllib.request.urlopen(url + path)
+    assert e.value.code == 404, path
+
+
+def _session(uid, **fields):
+  base = {'uid': uid, 'title': 'Night Fire', 'lines': ['The fire burns', 'the stars go out at night.'],
+          'submitted': False, 'created_at': '2026-11-21T10:00:00.000Z', 'interactions': [
+              {'instruction': "Write a poetic sentence ending in 'night'", 'instruction_type': 'end',
+               'argument': 'night', 'suggestions': ['the stars go out at night.', 'the sun'],
+               'decode': {'n': 2, 'temperature': 0.7, 'top_k': 5}, 'latency_ms': 12.5,
+               'requested_at': '2026-11-21T10:00:01.000Z', 'choice': 0,
+               'chosen_at': '2026-11-21T10:00:02.000Z', 'inserted_at_line': 1,
+               'final_text': 'the stars go out at night.'},
+              {'instruction': "Write a poetic sentence ending in 'night'", 'suggestions': ['a', 'the day.'],
+               'choice': 1, 'chosen_at': '2026-11-21T10:00:03.000Z'},
+              {'instruction': "Write a metaphor about 'time'", 'suggestions': ['time is a river'],
+               'choice': None, 'chosen_at': '2026-11-21T10:00:04.000Z'},  # None of the above
+              {'instruction': RHYME, 'suggestions': ['unanswered'], 'choice': None},
+          ]}
+  base.update(fields)
+  return base
+
+
+def test_poems_are_saved_in_the_study_format_and_scored(served, tmp_path, capsys):
+  url, log_dir = served
+  uid = str(uuid.uuid4())
+  status, draft = serve_load.post(f'{url}/api/poems', _session(uid))
+  assert status == 200 and draft == {'uid': uid, 'submitted': False, 'file': f'{uid}.json',
+                                     'saved_at': draft['saved_at']}
+  status, first = serve_load.post(f'{url}/api/poems', _session(uid, submitted=True))
+  status, again = serve_load.post(f'{url}/api/poems', _session(uid, submitted=True))
+  path = log_dir / f'{uid}.json'
+  saved = json.loads(path.read_text())
+  # The study's fields, with the study's types.
+  assert saved['poemtitle'] == 'Night Fire' and saved['poem_submit'] == 'poem_submit'
+  assert saved['poemsofar'] == 'The fire burns\nthe stars go out at night.'
+  assert saved['instruction_count'] == '4' and saved['uid'] == uid
+  assert copoet_sessions.study_logs(saved)[0] == {
+      'instruction': "Write a poetic sentence ending in 'night'",
+      'output': ['the stars go out at night.', 'the sun', 'None of the above']}
+  assert saved['current_inst'].startswith(RHYME + ":['unanswered', 'None of the above']")
+  # Ours: times, choices, edits.
+  assert saved['submitted'] and saved['created_at'] == '2026-11-21T10:00:00.000Z'
+  assert saved['submitted_at'] == first['saved_at'] and saved['saved_at'] == again['saved_at']
+  assert saved['interactions'][0]['final_text'] == 'the stars go out at night.'
+  assert [i['choice'] for i in saved['interactions']] == [0, 1, None, None]
+  assert not list(log_dir.glob('.*tmp*'))
+  # Two chosen suggestions: one ends in 'night', one does not.
+  assert copoet_sessions.chosen_pairs(saved) == [
+      ("Write a poetic sentence ending in 'night'", 'the stars go out at night.'),
+      ("Write a poetic sentence ending in 'night'", 'the day.')]
+  assert cli.main(['score', 'copoet', '--json', str(path)]) == 0
+  result = json.loads(capsys.readouterr().out)['files'][str(path)]
+  assert (result['successes'], result['scored'], result['success_rate']) == (1, 2, 50.0)
+  # A folder is one run over all its sessions' choices.
+  folder = tmp_path / 'sessions'
+  folder.mkdir()
+  (folder / 'a.json').write_text(path.read_text())
+  other = dict(saved, interactions=saved['interactions'][:1])
+  (folder / 'b.json').write_text(json.dumps(other))
+  (folder / 'notes.json').write_text('{"not": "a session"}')
+  result = copoet_scoring.score_files([str(folder)])['files'][str(folder)]
+  assert (result['successes'], result['scored']) == (2, 3)
+
+
+@pytest.mark.parametrize('change, message', [
+    ({'uid': '../../etc/passwd'}, 'uid: Input should be a valid UUID'),
+    ({'lines': 'a poem'}, 'lines: Input should be a valid list'),
+    ({'interactions': [{'instruction': 'x', 'suggestions': ['a'], 'choice': 1}]},
+     'choice=1 but only 1 suggestions'),
+    ({'file': 'x.json'}, 'file: Extra inputs are not permitted'),
+])
+def test_poems_refuse_bad_input(served, change, message):
+  url, log_dir = served
+  before = sorted(p.name for p in log_dir.iterdir())
+  status, reply = serve_load.post(f'{url}/api/poems', {**_session(str(uuid.uuid4())), **change})
+  assert status == 422 and message in reply['detail'], reply
+  assert sorted(p.name for p in log_dir.iterdir()) == before
+
+
+def test_a_crash_while_saving_keeps_the_previous_file(tmp_path, monkeypatch):
+  uid = str(uuid.uuid4())
+  content = copoet_sessions.record(_session(uid), model='m', saved_at='t0')
+  path = copoet_sessions.save(str(tmp_path), content)
+  before = open(path).read()
+  from etils import epath
+  real = epath.Path.write_text
+
+  def torn(self, text, *a, **k):
+    real(self, text[:10], *a, **k)
+    raise OSError('disk full')
+
+  monkeypatch.setattr(epath.Path, 'write_text', torn)
+  with pytest.raises(OSError, match='disk full'):
+    copoet_sessions.save(str(tmp_path), dict(content, poemtitle='changed'))
+  assert open(path).read() == before and json.loads(before)['poemtitle'] == 'Night Fire'
+  assert [p.name for p in tmp_path.iterdir()] == [f'{uid}.json']  # no temporary left
+  monkeypatch.setattr(epath.Path, 'write_text', real)
+  fs_utils.write_atomic(str(tmp_path / 'x.txt'), 'ok')
+  assert (tmp_path / 'x.txt').read_text() == 'ok'
+
+
+def test_load_test_fires_50_concurrent_requests(served, tmp_path):
+  out = tmp_path / 'load.json'
+  proc = subprocess.run([sys.executable, 'benchmarks/serve_load.py', '--url', served[0],
+                         '--json', str(out)], cwd=ROOT, env=ENV, capture_output=True,
+                        text=True, timeout=600)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  result = json.loads(out.read_text())
+  concurrent = result['concurrent']
+  assert (concurrent['requests'], concurrent['concurrency'], concurrent['succeeded']) == (50, 50, 50)
+  # Concurrent requests shared decodes (10 rows each, 64 rows a decode: up to 6 together).
+  assert 1 < concurrent['max_shared'] <= 6 and result['sequential']['max_shared'] == 1
+  assert f"p50 {concurrent['p50_ms']:.0f} ms, p95 {concurrent['p95_ms']:.0f} ms" in proc.stdout
+  assert f"ratio (concurrent/sequential requests/s): {result['ratio']:.2f}" in proc.stdout

@@ -49,6 +49,7 @@ setuptools.setup(
     # gin/ ships inside the package, so an installed `t5x train` finds relative gin files.
     package_dir={'t5x_engine.gin': 'gin'},
     package_data={'t5x_engine.gin': ['*.gin', '*/*.gin', '*/*/*.gin'],
+                  't5x_engine': ['web/*/*'],
                   't5x_tasks': ['data/*.md', 'data/*.txt', 'data/*.parquet', 'data/*/*',
                                 'data/*/*/*', 'data/*/*/*/*', 'web/*/*']},
     install_requires=INSTALL_REQUIRES,

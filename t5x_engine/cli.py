@@ -141,8 +141,8 @@ def _score_copoet(args):
 
 
 def _serve(args):
-  from t5x_tasks import copoet_app
-  copoet_app.serve(args.checkpoint, host=args.host, port=args.port, log_dir=args.log_dir,
+  from t5x_engine import serve
+  serve.serve(args.checkpoint, host=args.host, port=args.port, log_dir=args.log_dir,
                    max_rows=args.max_batch_rows, param_dtype=args.param_dtype, seed=args.seed)
 
 

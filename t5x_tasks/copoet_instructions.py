@@ -57,19 +57,17 @@ unscored (None), so None counts as not-a-failure for that type alone; a
 continuation whose previous sentence confuses the parser (a stray
 "' and ..." inside it) does not score None and is dropped.
 """
-import contextlib
 import functools
 import json
 import os
 import random
 import re
 import string
-import uuid
 from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence
 
 import pronouncing
 
-from t5x_tasks import copoet_metrics
+from t5x_tasks import copoet_metrics, jsonl
 
 # Separates poems in the list read_poem_lines returns and generate takes.
 POEM_BREAK = ''
@@ -87,6 +85,32 @@ METAPHOR_SUBJECTS = ('about', 'that speaks of', 'that contains the word',
 HAIKU_SUBJECTS = ('about', 'that speaks of', 'that contains the word',
                   'that includes the word')
 HAIKU_SEPARATOR = ' / '
+
+# The instruction builder of `t5x serve`'s writing page: one template per type, worded
+# as above, '{}' where the argument goes; `argument` says what the writer fills in.
+BUILDER_TYPES = (
+    {'type': 'continuation', 'label': 'Next line',
+     'template': "Write a next sentence in a poetry given the previous sentence '{}'",
+     'argument': 'the previous line'},
+    {'type': 'subject', 'label': 'Contains a word',
+     'template': "Write a poetic sentence that contains the word '{}'", 'argument': 'a word'},
+    {'type': 'about', 'label': 'About a topic',
+     'template': "Write a poetic sentence about '{}'", 'argument': 'a topic'},
+    {'type': 'rhyme', 'label': 'Rhymes with',
+     'template': "Write a poetic sentence that ends in a word which rhymes with '{}'",
+     'argument': 'a word to rhyme with'},
+    {'type': 'end', 'label': 'Ends with',
+     'template': "Write a poetic sentence ending in '{}'", 'argument': 'the last word'},
+    {'type': 'start', 'label': 'Starts with',
+     'template': "Write a poetic sentence that starts with the word '{}'",
+     'argument': 'the first word'},
+    {'type': 'metaphor', 'label': 'Metaphor', 'template': "Write a metaphor about '{}'",
+     'argument': 'a topic'},
+    {'type': 'simile', 'label': 'Simile', 'template': "Write a simile about '{}'",
+     'argument': 'a topic'},
+    {'type': 'haiku', 'label': 'Haiku', 'template': "Write a haiku about '{}'",
+     'argument': 'a topic'},
+)
 
 # Function words (and poetry's archaic ones) never chosen as a subject.
 STOP_WORDS = frozenset("""
@@ -459,31 +483,12 @@ def generate(lines: Sequence[str], seed: int = 0) -> List[dict]:
 
 
 def write_jsonl(records: Iterable[dict], out_path) -> int:
-  """Writes records as JSON Lines, atomically; returns how many.
-
-  The text goes to a temporary file in the same folder, which replaces
-  `out_path` (os.replace) only once complete, so a failure part-way leaves any
-  earlier file untouched and no temporary file behind.
-  """
-  out_path = os.fspath(out_path)
-  folder = os.path.dirname(os.path.abspath(out_path))
-  os.makedirs(folder, exist_ok=True)
-  temp = os.path.join(folder, f'.{os.path.basename(out_path)}.{uuid.uuid4().hex}.tmp')
+  """Writes records as JSON Lines, atomically (jsonl.atomic_file); returns how many."""
   count = 0
-  try:
-    # os.open with 0o666 so the final file gets the usual umask permissions.
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    with open(fd, 'w', encoding='utf-8', newline='\n') as f:
-      for item in records:
-        f.write(json.dumps(item, ensure_ascii=False) + '\n')
-        count += 1
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(temp, out_path)
-  except BaseException:
-    with contextlib.suppress(FileNotFoundError):
-      os.remove(temp)
-    raise
+  with jsonl.atomic_file(out_path) as f:
+    for item in records:
+      f.write(json.dumps(item, ensure_ascii=False) + '\n')
+      count += 1
   return count
 
 

@@ -30,7 +30,7 @@ import os
 import uuid
 from typing import Any, Optional
 
-from t5x_engine import fs_utils
+from t5x_tasks import jsonl
 
 FORMAT = 'copoet-session/1'
 NONE_OF_THE_ABOVE = 'None of the above'
@@ -89,9 +89,9 @@ def record(session: dict, *, model: str, saved_at: str,
 def save(log_dir: str, content: dict) -> str:
   """Writes `content` to `log_dir/<uid>.json` atomically (a crash leaves the old file or
   the new one, never a torn one); returns the path."""
-  os.makedirs(log_dir, exist_ok=True)
   path = os.path.join(log_dir, file_name(content['uid']))
-  fs_utils.write_atomic(path, json.dumps(content, indent=1, ensure_ascii=False) + '\n')
+  with jsonl.atomic_file(path) as f:
+    f.write(json.dumps(content, indent=1, ensure_ascii=False) + '\n')
   return path
 
 

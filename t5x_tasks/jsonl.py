@@ -1,6 +1,10 @@
-"""Reading JSON Lines files whose errors name the file and the line."""
+"""Reading JSON Lines files whose errors name the file and the line; writing files
+atomically."""
+import contextlib
 import json
-from typing import Iterator
+import os
+import uuid
+from typing import IO, Iterator
 
 
 def _open(path: str):
@@ -28,3 +32,29 @@ def records(path: str) -> Iterator[tuple[int, dict]]:
         raise ValueError(f'{path}:{number}: expected a JSON object, got '
                          f'{type(record).__name__}.')
       yield number, record
+
+
+@contextlib.contextmanager
+def atomic_file(path) -> Iterator[IO[str]]:
+  """Yields a text file that replaces `path` (os.replace) only once the block completes.
+
+  The text goes to a temporary file in the same folder, flushed to disk first, so a
+  failure or crash part-way leaves any earlier file untouched and, on failure, no
+  temporary file behind.
+  """
+  path = os.fspath(path)
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  temp = os.path.join(folder, f'.{os.path.basename(path)}.{uuid.uuid4().hex}.tmp')
+  try:
+    # os.open with 0o666 so the final file gets the usual umask permissions.
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    with open(fd, 'w', encoding='utf-8', newline='\n') as f:
+      yield f
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(temp, path)
+  except BaseException:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(temp)
+    raise

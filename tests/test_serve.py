@@ -11,8 +11,8 @@ import pytest
 
 import t5x_engine
 from conftest import ENV, ROOT
-from t5x_engine import cli, fs_utils, serving
-from t5x_tasks import copoet_app, copoet_metrics, copoet_scoring, copoet_sessions
+from t5x_engine import cli, converters, fs_utils, serve, serving
+from t5x_tasks import copoet_metrics, copoet_scoring, copoet_sessions, jsonl
 
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 import serve_load  # noqa: E402
@@ -61,15 +61,18 @@ def test_pending_requests_share_one_decode_per_settings(model):
   assert [r.batch_requests for r in results] == [1, 2, 1, 2, 1]
 
 
-def test_sampler_decodes_real_rows_reproducibly(model):
+def test_sampler_decodes_reproducibly_from_ours_and_from_a_hugging_face_export(
+    quickstart, model, tmp_path):
+  # `t5x serve --checkpoint HF_DIR` loads an export-hf folder the same way.
+  converters.export_hf(str(quickstart[0]), str(tmp_path / 'hf'), verify=False)
   texts = []
-  for _ in range(2):
-    sampler = serving.BatchedSampler(model, max_rows=8, seed=7)
-    result = sampler.submit(RHYME, 5, copoet_app.sampling_settings()).result(120)
+  for source in (model, model, t5x_engine.load(str(tmp_path / 'hf'))):
+    sampler = serving.BatchedSampler(source, max_rows=8, seed=7)
+    result = sampler.submit(RHYME, 5, serve.sampling_settings()).result(120)
     sampler.close()
     texts.append(result.texts)
     assert (result.batch_requests, result.batch_rows) == (1, 5) and sampler.decodes == 1
-  assert texts[0] == texts[1] and len(texts[0]) == 5
+  assert texts[0] == texts[1] == texts[2] and len(texts[0]) == 5
   assert all(isinstance(t, str) for t in texts[0]) and len(set(texts[0])) > 1
 
 
@@ -89,8 +92,8 @@ def test_sampler_refuses_at_once(model):
 
 
 def test_distinct_prefers_new_non_empty_texts():
-  assert copoet_app.distinct(['a ', 'a', '', 'b', 'c', 'b'], 3) == ['a', 'b', 'c']
-  assert copoet_app.distinct(['a', 'a', '', 'a'], 3) == ['a', 'a', '']
+  assert serve.distinct(['a ', 'a', '', 'b', 'c', 'b'], 3) == ['a', 'b', 'c']
+  assert serve.distinct(['a', 'a', '', 'a'], 3) == ['a', 'a', '']
 
 
 def test_serve_binds_loopback_by_default():
@@ -104,20 +107,21 @@ def test_serve_binds_loopback_by_default():
 def test_suggest_gives_n_suggestions(served):
   url, _ = served
   status, body = serve_load.post(f'{url}/api/suggest', {'instruction': RHYME})
-  assert status == 200 and len(body['suggestions']) == copoet_app.DEFAULTS['n']
-  assert body['latency_ms'] > 0 and body['batch']['rows'] >= 2 * copoet_app.DEFAULTS['n']
+  assert status == 200 and len(body['suggestions']) == serve.DEFAULTS['n']
+  assert body['latency_ms'] > 0 and body['batch']['rows'] >= 2 * serve.DEFAULTS['n']
   status, body = serve_load.post(f'{url}/api/suggest', {'instruction': RHYME, 'n': 2,
                                                         'temperature': 0.0, 'top_k': 0})
   assert status == 200 and len(body['suggestions']) == 2
   with urllib.request.urlopen(f'{url}/api/config') as response:
     config = json.loads(response.read())
   assert config['defaults'] == {'n': 5, 'temperature': 0.7, 'top_k': 5, 'top_p': 1.0}
-  types = {t['type'] for t in config['instruction_types']}
-  assert {'continuation', 'subject', 'rhyme', 'metaphor', 'simile', 'haiku'} <= types
-  # Every template, filled, is classified as the type it offers (the scorer's types).
+  # Every builder template, filled in, is an instruction the paper's scorer classifies as
+  # the type the builder offers.
   kinds = {t['type']: copoet_metrics.classify(t['template'].format('rose'))
            for t in config['instruction_types']}
-  assert kinds['rhyme'] == 'rhyme' and kinds['haiku'] == 'haiku' and kinds['end'] == 'end'
+  assert kinds == {'continuation': 'continuation', 'subject': 'subject', 'about': 'subject',
+                   'rhyme': 'rhyme', 'end': 'end', 'start': 'start', 'metaphor': 'metaphor',
+                   'simile': 'simile', 'haiku': 'haiku'}
 
 
 @pytest.mark.parametrize('body, status, message', [
@@ -139,7 +143,7 @@ def test_bodies_are_bounded_and_paths_are_not_served(served):
   url, _ = served
   status, reply = serve_load.post(f'{url}/api/suggest', {'instruction': 'x' * (3 << 20)})
   assert status == 413 and 'over 2097152 bytes' in reply['detail']
-  for path in ('/static/../copoet_app.py', '/static/..%2fcopoet_app.py', '/static/%2e%2e/app.py'):
+  for path in ('/static/../serve.py', '/static/..%2fserve.py', '/static/%2e%2e/app.py'):
     with pytest.raises(urllib.error.HTTPError) as e:
       urllib.request.urlopen(url + path)
     assert e.value.code == 404, path
@@ -221,26 +225,38 @@ def test_poems_refuse_bad_input(served, change, message):
   assert sorted(p.name for p in log_dir.iterdir()) == before
 
 
-def test_a_crash_while_saving_keeps_the_previous_file(tmp_path, monkeypatch):
+def test_a_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
   uid = str(uuid.uuid4())
   content = copoet_sessions.record(_session(uid), model='m', saved_at='t0')
   path = copoet_sessions.save(str(tmp_path), content)
   before = open(path).read()
+
+  def crash(src, dst):  # dies after writing the new text, before the rename
+    assert open(src).read().startswith('{') and 'changed' in open(src).read()
+    raise OSError('power cut')
+
+  monkeypatch.setattr(jsonl.os, 'replace', crash)
+  with pytest.raises(OSError, match='power cut'):
+    copoet_sessions.save(str(tmp_path), dict(content, poemtitle='changed'))
+  monkeypatch.undo()
+  assert open(path).read() == before and json.loads(before)['poemtitle'] == 'Night Fire'
+  assert [p.name for p in tmp_path.iterdir()] == [f'{uid}.json']  # no temporary left
+
+
+def test_write_atomic_leaves_no_torn_file(tmp_path, monkeypatch):
   from etils import epath
+  target = tmp_path / 'x.txt'
+  fs_utils.write_atomic(str(target), 'old')
   real = epath.Path.write_text
 
   def torn(self, text, *a, **k):
-    real(self, text[:10], *a, **k)
+    real(self, text[:2], *a, **k)
     raise OSError('disk full')
 
   monkeypatch.setattr(epath.Path, 'write_text', torn)
   with pytest.raises(OSError, match='disk full'):
-    copoet_sessions.save(str(tmp_path), dict(content, poemtitle='changed'))
-  assert open(path).read() == before and json.loads(before)['poemtitle'] == 'Night Fire'
-  assert [p.name for p in tmp_path.iterdir()] == [f'{uid}.json']  # no temporary left
-  monkeypatch.setattr(epath.Path, 'write_text', real)
-  fs_utils.write_atomic(str(tmp_path / 'x.txt'), 'ok')
-  assert (tmp_path / 'x.txt').read_text() == 'ok'
+    fs_utils.write_atomic(str(target), 'new text')
+  assert target.read_text() == 'old' and [p.name for p in tmp_path.iterdir()] == ['x.txt']
 
 
 def test_load_test_fires_50_concurrent_requests(served, tmp_path):

@@ -3,7 +3,7 @@
     t5x serve --checkpoint /tmp/t5x_quickstart            # then open http://127.0.0.1:8080/
 
 Routes:
-    GET  /                 the page (t5x_tasks/web/copoet: plain HTML, CSS and JS)
+    GET  /                 the page (t5x_engine/web/copoet: plain HTML, CSS and JS)
     GET  /api/config       instruction types, decoding defaults and input limits
     POST /api/suggest      {instruction, n, temperature, top_k, top_p}
                            -> {suggestions: [n texts], latency_ms, batch: {requests, rows}}
@@ -30,7 +30,7 @@ import pydantic
 from fastapi import responses, staticfiles
 
 from t5x_engine import serving
-from t5x_tasks import copoet_sessions
+from t5x_tasks import copoet_instructions, copoet_sessions
 
 WEB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'web', 'copoet')
 
@@ -45,32 +45,6 @@ MAX_N = 10
 MAX_INSTRUCTION_CHARS = 300
 MAX_LINE_CHARS = 1000
 MAX_BODY_BYTES = 2 * 1024 * 1024
-
-# The builder's instruction types, worded as the paper's test sets and training data
-# (copoet_instructions); `argument` names what the argument field holds.
-INSTRUCTION_TYPES = (
-    {'type': 'continuation', 'label': 'Next line',
-     'template': "Write a next sentence in a poetry given the previous sentence '{}'",
-     'argument': 'the previous line'},
-    {'type': 'subject', 'label': 'Contains a word',
-     'template': "Write a poetic sentence that contains the word '{}'", 'argument': 'a word'},
-    {'type': 'about', 'label': 'About a topic',
-     'template': "Write a poetic sentence about '{}'", 'argument': 'a topic'},
-    {'type': 'rhyme', 'label': 'Rhymes with',
-     'template': "Write a poetic sentence that ends in a word which rhymes with '{}'",
-     'argument': 'a word to rhyme with'},
-    {'type': 'end', 'label': 'Ends with',
-     'template': "Write a poetic sentence ending in '{}'", 'argument': 'the last word'},
-    {'type': 'start', 'label': 'Starts with',
-     'template': "Write a poetic sentence that starts with the word '{}'",
-     'argument': 'the first word'},
-    {'type': 'metaphor', 'label': 'Metaphor', 'template': "Write a metaphor about '{}'",
-     'argument': 'a topic'},
-    {'type': 'simile', 'label': 'Simile', 'template': "Write a simile about '{}'",
-     'argument': 'a topic'},
-    {'type': 'haiku', 'label': 'Haiku', 'template': "Write a haiku about '{}'",
-     'argument': 'a topic'},
-)
 
 _Text = pydantic.constr(max_length=MAX_LINE_CHARS)
 _Stamp = Optional[pydantic.constr(max_length=40)]
@@ -191,7 +165,7 @@ def create_app(sampler: serving.BatchedSampler, log_dir: str, model_name: str) -
 
   @app.get('/api/config')
   def config():
-    return {'model': model_name, 'instruction_types': INSTRUCTION_TYPES, 'defaults': DEFAULTS,
+    return {'model': model_name, 'instruction_types': copoet_instructions.BUILDER_TYPES, 'defaults': DEFAULTS,
             'limits': {'n': MAX_N, 'instruction_chars': MAX_INSTRUCTION_CHARS,
                        'instruction_tokens': sampler.max_input_tokens,
                        'temperature': 2.0, 'top_k': 100}}
@@ -230,9 +204,12 @@ def serve(checkpoint: str, *, host: str = '127.0.0.1', port: int = 8080,
           log_dir: str = 'copoet_sessions', max_rows: int = 64,
           param_dtype: Optional[str] = None, seed: Optional[int] = None) -> None:
   """Loads the model, compiles the default decode, and serves until interrupted."""
+  import logging
+
   import uvicorn
 
   from t5x_engine import api
+  logging.getLogger('absl').setLevel(logging.ERROR)  # orbax's notes on restore: keep quiet
   model = api.load(checkpoint, param_dtype)
   model.tokenizer  # fails now, with its message, if the model came without a vocabulary
   sampler = serving.BatchedSampler(model, max_rows=max_rows,

@@ -20,6 +20,7 @@ name derived from a request is `<uuid>.json`, from a field that must parse as a 
 import asyncio
 import datetime
 import os
+import socket
 import threading
 import time
 import uuid
@@ -209,6 +210,7 @@ def serve(checkpoint: str, *, host: str = '127.0.0.1', port: int = 8080,
   import uvicorn
 
   from t5x_engine import api
+  sock = bind(host, port)  # first: a busy port fails in a second, not after loading
   logging.getLogger('absl').setLevel(logging.ERROR)  # orbax's notes on restore: keep quiet
   model = api.load(checkpoint, param_dtype)
   model.tokenizer  # fails now, with its message, if the model came without a vocabulary
@@ -219,7 +221,24 @@ def serve(checkpoint: str, *, host: str = '127.0.0.1', port: int = 8080,
   os.makedirs(log_dir, exist_ok=True)
   app = create_app(sampler, log_dir, model.source or checkpoint)
   print(f'compiled the decode in {seconds:.1f} s; sessions are saved to {log_dir}')
-  print(f'serving {model.source or checkpoint} at http://{host}:{port}/ (Ctrl-C stops)',
-        flush=True)
-  uvicorn.run(app, host=host, port=port, log_level='warning')
+  if host not in ('127.0.0.1', 'localhost', '::1'):
+    print(f'note: {host} lets anyone who reaches it use the model and save sessions here; '
+          'the page has no login.')
+  print(f'serving {model.source or checkpoint} at http://{host}:{sock.getsockname()[1]}/ '
+        '(Ctrl-C stops)', flush=True)
+  uvicorn.Server(uvicorn.Config(app, log_level='warning')).run(sockets=[sock])
   sampler.close()
+
+
+def bind(host: str, port: int) -> socket.socket:
+  """A TCP socket bound to (host, port); RuntimeError, saying what to do, when it cannot."""
+  family = socket.AF_INET6 if ':' in host else socket.AF_INET
+  sock = socket.socket(family, socket.SOCK_STREAM)
+  sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+  try:
+    sock.bind((host, port))
+  except OSError as e:
+    sock.close()
+    raise RuntimeError(f'cannot listen on {host}:{port} ({e.strerror}); pass another --port '
+                       '(or --host)') from None
+  return sock

@@ -101,6 +101,13 @@ def test_serve_binds_loopback_by_default():
   assert (args.host, args.port, args.max_batch_rows) == ('127.0.0.1', 8080, 64)
 
 
+def test_serve_names_a_busy_port_before_loading(served, capsys):
+  port = served[0].rsplit(':', 1)[1]
+  assert cli.main(['serve', '--checkpoint', '/nonexistent', '--port', port]) == 2
+  assert f'cannot listen on 127.0.0.1:{port} (Address already in use); pass another --port' in \
+      capsys.readouterr().err
+
+
 # ------------------------------------------------------------------ the API, served
 
 

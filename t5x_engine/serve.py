@@ -166,7 +166,8 @@ def create_app(sampler: serving.BatchedSampler, log_dir: str, model_name: str) -
 
   @app.get('/api/config')
   def config():
-    return {'model': model_name, 'instruction_types': copoet_instructions.BUILDER_TYPES, 'defaults': DEFAULTS,
+    return {'model': model_name, 'instruction_types': copoet_instructions.BUILDER_TYPES,
+            'defaults': DEFAULTS,
             'limits': {'n': MAX_N, 'instruction_chars': MAX_INSTRUCTION_CHARS,
                        'instruction_tokens': sampler.max_input_tokens,
                        'temperature': 2.0, 'top_k': 100}}
@@ -181,7 +182,10 @@ def create_app(sampler: serving.BatchedSampler, log_dir: str, model_name: str) -
       raise fastapi.HTTPException(422, f'instruction: {e}') from None
     except serving.Busy as e:
       raise fastapi.HTTPException(503, f'busy: {e}', headers={'Retry-After': '1'}) from None
-    result = await asyncio.wrap_future(future)
+    try:
+      result = await asyncio.wrap_future(future)
+    except Exception as e:  # the decode itself failed: say so, as JSON like every error
+      raise fastapi.HTTPException(500, f'decoding failed: {type(e).__name__}: {e}') from None
     return {'suggestions': distinct(result.texts, body.n),
             'latency_ms': round((time.perf_counter() - start) * 1000.0, 1),
             'batch': {'requests': result.batch_requests, 'rows': result.batch_rows}}

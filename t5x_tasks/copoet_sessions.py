@@ -16,7 +16,8 @@ tools written for the study read it, and adds:
         instruction, instruction_type (a builder type, or "free"), argument,
         suggestions (as shown), decode {n, temperature, top_k}, latency_ms,
         requested_at, answered_at,
-        choice         index into suggestions, or null for "None of the above"
+        choice         index into suggestions; null with chosen_at set is "None of
+                       the above", null without it a request left unanswered
         chosen_at      when the choice was made
         inserted_at_line   0-based line the chosen suggestion went to (or null)
         final_text     that line's text when the poem was saved (the writer's edits)

@@ -80,6 +80,10 @@ def test_write_ask_for_a_rhyme_insert_edit_and_submit(browser, served):
   assert interaction['decode'] == {'n': 5, 'temperature': 0.7, 'top_k': 5, 'top_p': 1.0}
   assert interaction['requested_at'] <= interaction['answered_at'] <= interaction['chosen_at']
   assert session['created_at'] <= interaction['requested_at']
+  # An instruction the writer typed stays when they move between lines.
+  page.fill('#instruction', 'Write a sad line about the sea')
+  page.locator('#lines li input').first.click()
+  assert page.input_value('#instruction') == 'Write a sad line about the sea'
   # After submitting, the draft is gone from the browser: a reload starts a new poem.
   page.reload()
   page.wait_for_selector('#lines li input')

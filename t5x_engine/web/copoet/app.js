@@ -11,6 +11,7 @@ let config = null;
 let state = null;          // {uid, title, lines: [{id, text}], interactions, created_at, submitted}
 let cursorId = null;       // id of the line the writer is on
 let argumentAuto = true;   // the argument field still holds what we filled in
+let instructionAuto = true;  // the instruction box still holds what the builder made
 let saveTimer = null;
 
 const $ = (id) => document.getElementById(id);
@@ -121,7 +122,9 @@ function renderLines(focusId = null, caretAtEnd = true) {
 function moveCursor(id) {
   cursorId = id;
   for (const li of $('lines').children) li.classList.toggle('cursor', Number(li.dataset.id) === id);
-  if (argumentAuto) fillArgument();
+  // Follow the cursor only while the writer has typed neither an argument nor an
+  // instruction of their own: never overwrite their words.
+  if (argumentAuto && instructionAuto) fillArgument();
 }
 
 function insertLineAfter(id, text) {
@@ -327,7 +330,7 @@ function startPoem(restored) {
   setStatus('suggest-status', '');
   setStatus('status', restored ? 'Your unsubmitted draft was restored.' : '');
   renderLines();
-  argumentAuto = true;
+  argumentAuto = instructionAuto = true;
   fillArgument();
 }
 
@@ -348,8 +351,16 @@ async function main() {
   $('model-name').textContent = `Model: ${config.model}`;
 
   $('title').addEventListener('input', () => { state.title = $('title').value; changed(); });
-  $('type').addEventListener('change', () => { argumentAuto = true; fillArgument(); });
-  $('argument').addEventListener('input', () => { argumentAuto = false; buildInstruction(); });
+  $('type').addEventListener('change', () => {
+    argumentAuto = instructionAuto = true;
+    fillArgument();
+  });
+  $('argument').addEventListener('input', () => {
+    argumentAuto = false;
+    instructionAuto = true;
+    buildInstruction();
+  });
+  $('instruction').addEventListener('input', () => { instructionAuto = false; });
   $('suggest').addEventListener('click', suggest);
   $('instruction').addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && !e.shiftKey) { e.preventDefault(); suggest(); }

@@ -143,7 +143,7 @@ def _score_copoet(args):
 def _serve(args):
   from t5x_engine import serve
   serve.serve(args.checkpoint, host=args.host, port=args.port, log_dir=args.log_dir,
-                   max_rows=args.max_batch_rows, param_dtype=args.param_dtype, seed=args.seed)
+              max_rows=args.max_batch_rows, param_dtype=args.param_dtype, seed=args.seed)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--host', default='127.0.0.1',
                  help='address to bind (default 127.0.0.1: this machine only; 0.0.0.0 opens '
                  'it to the network)')
-  p.add_argument('--port', type=int, default=8080)
+  p.add_argument('--port', type=int, default=8080, help='default 8080; 0 picks a free port')
   p.add_argument('--log_dir', default='copoet_sessions',
                  help='folder for the session logs, one <uid>.json per poem '
                  '(default ./copoet_sessions)')

@@ -214,7 +214,8 @@ def serve(checkpoint: str, *, host: str = '127.0.0.1', port: int = 8080,
   import uvicorn
 
   from t5x_engine import api
-  sock = bind(host, port)  # first: a busy port fails in a second, not after loading
+  serving.check_max_rows(max_rows)  # bad flags and a busy port fail before the slow load
+  sock = bind(host, port)
   logging.getLogger('absl').setLevel(logging.ERROR)  # orbax's notes on restore: keep quiet
   model = api.load(checkpoint, param_dtype)
   model.tokenizer  # fails now, with its message, if the model came without a vocabulary

@@ -74,6 +74,12 @@ def row_bucket(rows: int, max_rows: int) -> int:
   return min(max_rows, max(MIN_ROWS, 1 << (rows - 1).bit_length()))
 
 
+def check_max_rows(max_rows: int) -> None:
+  """ValueError unless max_rows is a power of two >= MIN_ROWS."""
+  if max_rows < MIN_ROWS or max_rows & (max_rows - 1):
+    raise ValueError(f'max_rows={max_rows}: use a power of two >= {MIN_ROWS}')
+
+
 class BatchedSampler:
   """Batches concurrent `submit` calls into shared decodes on one worker thread.
 
@@ -88,10 +94,10 @@ class BatchedSampler:
 
   def __init__(self, model: api.Model, *, max_rows: int = 64, max_input_tokens: int = 64,
                max_pending: int = 256, seed: Optional[int] = None):
-    if max_rows < MIN_ROWS or max_rows & (max_rows - 1):
-      raise ValueError(f'max_rows={max_rows}: use a power of two >= {MIN_ROWS}')
+    check_max_rows(max_rows)
     self.model = model
-    self.max_rows, self.max_input_tokens, self.max_pending = max_rows, max_input_tokens, max_pending
+    self.max_rows, self.max_input_tokens = max_rows, max_input_tokens
+    self.max_pending = max_pending
     self._module = Transformer(model.config)
     self._seeds = itertools.count(secrets.randbits(31) if seed is None else seed)
     self._queue: queue.Queue = queue.Queue()

@@ -2,9 +2,9 @@
 
 Reads the paper's released `.output` files (JSON Lines; `generation` is scored against
 `instruction`) and the project's own prediction files (JSON Lines with `prediction` and
-an instruction under `instruction`, `inputs` or `translation.en1`), and the session logs of `t5x serve` (a session file,
-or a folder of them read as one run: each chosen suggestion against its instruction;
-see copoet_sessions). Several files are
+an instruction under `instruction`, `inputs` or `translation.en1`), and the session logs
+of `t5x serve` (a session file, or a folder of them read as one run: each chosen
+suggestion against its instruction; see copoet_sessions). Several files are
 several runs: the report gives each file's rate, per instruction type, and the mean over
 runs with a 95% confidence interval (Student's t over the per-run rates).
 """

@@ -101,6 +101,11 @@ def test_serve_binds_loopback_by_default():
   assert (args.host, args.port, args.max_batch_rows) == ('127.0.0.1', 8080, 64)
 
 
+def test_serve_refuses_bad_flags_before_loading(capsys):
+  assert cli.main(['serve', '--checkpoint', '/nonexistent', '--max_batch_rows', '48']) == 2
+  assert 'max_rows=48: use a power of two >= 8' in capsys.readouterr().err
+
+
 def test_serve_names_a_busy_port_before_loading(served, capsys):
   port = served[0].rsplit(':', 1)[1]
   assert cli.main(['serve', '--checkpoint', '/nonexistent', '--port', port]) == 2
@@ -156,21 +161,25 @@ def test_bodies_are_bounded_and_paths_are_not_served(served):
     assert e.value.code == 404, path
 
 
+END_NIGHT = "Write a poetic sentence ending in 'night'"
+
+
 def _session(uid, **fields):
-  base = {'uid': uid, 'title': 'Night Fire', 'lines': ['The fire burns', 'the stars go out at night.'],
-          'submitted': False, 'created_at': '2026-11-21T10:00:00.000Z', 'interactions': [
-              {'instruction': "Write a poetic sentence ending in 'night'", 'instruction_type': 'end',
-               'argument': 'night', 'suggestions': ['the stars go out at night.', 'the sun'],
-               'decode': {'n': 2, 'temperature': 0.7, 'top_k': 5}, 'latency_ms': 12.5,
-               'requested_at': '2026-11-21T10:00:01.000Z', 'choice': 0,
-               'chosen_at': '2026-11-21T10:00:02.000Z', 'inserted_at_line': 1,
-               'final_text': 'the stars go out at night.'},
-              {'instruction': "Write a poetic sentence ending in 'night'", 'suggestions': ['a', 'the day.'],
-               'choice': 1, 'chosen_at': '2026-11-21T10:00:03.000Z'},
-              {'instruction': "Write a metaphor about 'time'", 'suggestions': ['time is a river'],
-               'choice': None, 'chosen_at': '2026-11-21T10:00:04.000Z'},  # None of the above
-              {'instruction': RHYME, 'suggestions': ['unanswered'], 'choice': None},
-          ]}
+  base = {
+      'uid': uid, 'title': 'Night Fire', 'lines': ['The fire burns', 'the stars go out at night.'],
+      'submitted': False, 'created_at': '2026-11-21T10:00:00.000Z', 'interactions': [
+          {'instruction': END_NIGHT, 'instruction_type': 'end', 'argument': 'night',
+           'suggestions': ['the stars go out at night.', 'the sun'],
+           'decode': {'n': 2, 'temperature': 0.7, 'top_k': 5}, 'latency_ms': 12.5,
+           'requested_at': '2026-11-21T10:00:01.000Z', 'choice': 0,
+           'chosen_at': '2026-11-21T10:00:02.000Z', 'inserted_at_line': 1,
+           'final_text': 'the stars go out at night.'},
+          {'instruction': END_NIGHT, 'suggestions': ['a', 'the day.'], 'choice': 1,
+           'chosen_at': '2026-11-21T10:00:03.000Z'},
+          {'instruction': "Write a metaphor about 'time'", 'suggestions': ['time is a river'],
+           'choice': None, 'chosen_at': '2026-11-21T10:00:04.000Z'},  # None of the above
+          {'instruction': RHYME, 'suggestions': ['unanswered'], 'choice': None},
+      ]}
   base.update(fields)
   return base
 
@@ -190,7 +199,7 @@ def test_poems_are_saved_in_the_study_format_and_scored(served, tmp_path, capsys
   assert saved['poemsofar'] == 'The fire burns\nthe stars go out at night.'
   assert saved['instruction_count'] == '4' and saved['uid'] == uid
   assert copoet_sessions.study_logs(saved)[0] == {
-      'instruction': "Write a poetic sentence ending in 'night'",
+      'instruction': END_NIGHT,
       'output': ['the stars go out at night.', 'the sun', 'None of the above']}
   assert saved['current_inst'].startswith(RHYME + ":['unanswered', 'None of the above']")
   # Ours: times, choices, edits.
@@ -201,8 +210,8 @@ def test_poems_are_saved_in_the_study_format_and_scored(served, tmp_path, capsys
   assert not list(log_dir.glob('.*tmp*'))
   # Two chosen suggestions: one ends in 'night', one does not.
   assert copoet_sessions.chosen_pairs(saved) == [
-      ("Write a poetic sentence ending in 'night'", 'the stars go out at night.'),
-      ("Write a poetic sentence ending in 'night'", 'the day.')]
+      (END_NIGHT, 'the stars go out at night.'),
+      (END_NIGHT, 'the day.')]
   assert cli.main(['score', 'copoet', '--json', str(path)]) == 0
   result = json.loads(capsys.readouterr().out)['files'][str(path)]
   assert (result['successes'], result['scored'], result['success_rate']) == (1, 2, 50.0)
@@ -274,7 +283,8 @@ def test_load_test_fires_50_concurrent_requests(served, tmp_path):
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   result = json.loads(out.read_text())
   concurrent = result['concurrent']
-  assert (concurrent['requests'], concurrent['concurrency'], concurrent['succeeded']) == (50, 50, 50)
+  assert (concurrent['requests'], concurrent['concurrency'],
+          concurrent['succeeded']) == (50, 50, 50)
   # Concurrent requests shared decodes (10 rows each, 64 rows a decode: up to 6 together).
   assert 1 < concurrent['max_shared'] <= 6 and result['sequential']['max_shared'] == 1
   assert f"p50 {concurrent['p50_ms']:.0f} ms, p95 {concurrent['p95_ms']:.0f} ms" in proc.stdout

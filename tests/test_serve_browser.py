@@ -8,6 +8,7 @@ import pathlib
 import pytest
 
 from conftest import ROOT
+from t5x_tasks import copoet_sessions
 
 CHROMIUM = '/usr/bin/chromium'
 FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
@@ -62,6 +63,13 @@ def test_write_ask_for_a_rhyme_insert_edit_and_submit(browser, served):
   assert lines.count() == 2 and lines.nth(1).input_value() == chosen  # below the cursor line
   page.keyboard.press('End')
   page.keyboard.type(' again')  # the writer edits the suggestion
+  # A second request, a metaphor, answered "None of the above": the poem stays as it is.
+  page.select_option('#type', 'metaphor')
+  page.fill('#argument', 'fire')
+  assert page.input_value('#instruction') == "Write a metaphor about 'fire'"
+  page.click('#suggest')
+  page.locator('#suggestions li button.none').click()
+  assert page.locator('#lines li input').count() == 2
   page.click('#submit')
   page.wait_for_selector('#status:has-text("Submitted")')
   assert not errors
@@ -72,8 +80,13 @@ def test_write_ask_for_a_rhyme_insert_edit_and_submit(browser, served):
   session = saved[0]
   assert session['poem_lines'] == [LINE, chosen + ' again']
   assert session['poemsofar'] == f'{LINE}\n{chosen} again'
-  assert session['rhymewithword'] == 'night' and session['instruction_count'] == '1'
-  [interaction] = session['interactions']
+  assert session['rhymewithword'] == 'night' and session['instruction_count'] == '2'
+  interaction, declined = session['interactions']
+  assert declined['instruction'] == "Write a metaphor about 'fire'"
+  assert declined['instruction_type'] == 'metaphor' and declined['argument'] == 'fire'
+  assert declined['choice'] is None and declined['chosen_at'] >= interaction['chosen_at']
+  assert declined['inserted_at_line'] is None and len(declined['suggestions']) == 5
+  assert copoet_sessions.study_logs(session)[1]['output'][-1] == 'None of the above'
   assert interaction['instruction'] == RHYME and interaction['instruction_type'] == 'rhyme'
   assert interaction['suggestions'] == shown[:5] and interaction['choice'] == 0
   assert interaction['inserted_at_line'] == 1 and interaction['final_text'] == chosen + ' again'

@@ -69,8 +69,17 @@ function setStatus(id, text, isError = false) {
   el.classList.toggle('error', isError);
 }
 
-async function saveServer(submitted) {
+// Saves go one after another, each sending the state as it is when its turn comes, so an
+// older draft can never land after a newer save or the submission.
+let saving = Promise.resolve(true);
+
+function saveServer(submitted) {
   clearTimeout(saveTimer);
+  saving = saving.then(() => postPoem(submitted));
+  return saving;
+}
+
+async function postPoem(submitted) {
   try {
     const response = await fetch('/api/poems', {
       method: 'POST', headers: {'Content-Type': 'application/json'},

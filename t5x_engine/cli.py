@@ -143,7 +143,8 @@ def _score_copoet(args):
 def _serve(args):
   from t5x_engine import serve
   serve.serve(args.checkpoint, host=args.host, port=args.port, log_dir=args.log_dir,
-              max_rows=args.max_batch_rows, param_dtype=args.param_dtype, seed=args.seed)
+              max_rows=args.max_batch_rows, param_dtype=args.param_dtype, seed=args.seed,
+              vocabulary=args.vocabulary)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -234,7 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
                      '(t5x serve --checkpoint MODEL_DIR, then open http://127.0.0.1:8080/)')
   p.add_argument('--checkpoint', required=True,
                  help='MODEL_DIR (latest checkpoint), a checkpoint_<step> folder or a Hugging '
-                 'Face folder (export-hf output); it needs its spiece.model')
+                 'Face folder (export-hf output), or a legacy T5X checkpoint')
+  p.add_argument('--vocabulary', default=None,
+                 help='SentencePiece model file, for a checkpoint without its spiece.model '
+                 '(a T5X checkpoint: the T5 vocabulary it was trained with)')
   p.add_argument('--host', default='127.0.0.1',
                  help='address to bind (default 127.0.0.1: this machine only; 0.0.0.0 opens '
                  'it to the network)')

@@ -18,6 +18,7 @@ Every field a client sends is bounded, unknown fields are refused, and the only 
 name derived from a request is `<uuid>.json`, from a field that must parse as a UUID.
 """
 import asyncio
+import dataclasses
 import datetime
 import os
 import socket
@@ -30,7 +31,7 @@ import fastapi
 import pydantic
 from fastapi import responses, staticfiles
 
-from t5x_engine import serving
+from t5x_engine import api, serving
 from t5x_tasks import copoet_instructions, copoet_sessions
 
 WEB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'web', 'copoet')
@@ -205,20 +206,34 @@ def create_app(sampler: serving.BatchedSampler, log_dir: str, model_name: str) -
   return app
 
 
+def load_model(checkpoint: str, vocabulary: Optional[str] = None,
+               param_dtype: Optional[str] = None) -> api.Model:
+  """`api.load(checkpoint)` with a SentencePiece vocabulary: `vocabulary` (a
+  spiece.model file) when given, else the one that came with the model."""
+  import logging
+  logging.getLogger('absl').setLevel(logging.ERROR)  # orbax's notes on restore: keep quiet
+  if vocabulary and not os.path.isfile(vocabulary):
+    raise FileNotFoundError(f'--vocabulary {vocabulary}: no such file; give a SentencePiece '
+                            'model (spiece.model)')
+  model = api.load(checkpoint, param_dtype)
+  if vocabulary:
+    model = dataclasses.replace(model, vocabulary_path=vocabulary)
+  if not model.vocabulary_path:
+    raise ValueError(f'{checkpoint}: no spiece.model came with this model; pass '
+                     '--vocabulary /path/to/spiece.model (the one it was trained with)')
+  return model
+
+
 def serve(checkpoint: str, *, host: str = '127.0.0.1', port: int = 8080,
           log_dir: str = 'copoet_sessions', max_rows: int = 64,
-          param_dtype: Optional[str] = None, seed: Optional[int] = None) -> None:
+          param_dtype: Optional[str] = None, seed: Optional[int] = None,
+          vocabulary: Optional[str] = None) -> None:
   """Loads the model, compiles the default decode, and serves until interrupted."""
-  import logging
-
   import uvicorn
 
-  from t5x_engine import api
   serving.check_max_rows(max_rows)  # bad flags and a busy port fail before the slow load
   sock = bind(host, port)
-  logging.getLogger('absl').setLevel(logging.ERROR)  # orbax's notes on restore: keep quiet
-  model = api.load(checkpoint, param_dtype)
-  model.tokenizer  # fails now, with its message, if the model came without a vocabulary
+  model = load_model(checkpoint, vocabulary, param_dtype)
   sampler = serving.BatchedSampler(model, max_rows=max_rows,
                                    max_input_tokens=MAX_INPUT_TOKENS, seed=seed)
   seconds = sampler.warm_up(sampling_settings())

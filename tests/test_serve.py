@@ -76,6 +76,21 @@ def test_sampler_decodes_reproducibly_from_ours_and_from_a_hugging_face_export(
   assert all(isinstance(t, str) for t in texts[0]) and len(set(texts[0])) > 1
 
 
+def test_a_t5x_checkpoint_serves_with_the_vocabulary_given(shared_dir):
+  checkpoint = str(shared_dir / 'fixtures' / 't5x' / 'test_t5_tiny.checkpoint_0')
+  with pytest.raises(ValueError, match='no spiece.model came with this model; pass --vocabulary'):
+    serve.load_model(checkpoint)
+  with pytest.raises(FileNotFoundError, match='--vocabulary /nonexistent.model: no such file'):
+    serve.load_model(checkpoint, '/nonexistent.model')
+  vocabulary = str(ROOT / 't5x_tasks' / 'data' / 'copoet_sample' / 'spiece.model')
+  model = serve.load_model(checkpoint, vocabulary)
+  sampler = serving.BatchedSampler(model, max_rows=8, seed=0)
+  result = sampler.submit(RHYME, 2, serve.sampling_settings()).result(120)
+  sampler.close()
+  assert model.vocabulary_path == vocabulary and model.config.vocab_size == 32128
+  assert len(result.texts) == 2 and all(isinstance(t, str) for t in result.texts)
+
+
 def test_sampler_refuses_at_once(model):
   with pytest.raises(ValueError, match='max_rows=48: use a power of two'):
     serving.BatchedSampler(model, max_rows=48)

@@ -16,6 +16,7 @@ FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-ne
 ARTIFACTS = pathlib.Path(os.environ.get('T5X_TEST_ARTIFACTS', ROOT / 'test-artifacts'))
 LINE = 'The fire burns all through the night'
 RHYME = "Write a poetic sentence that ends in a word which rhymes with 'night'"
+NEXT = f"Write a next sentence in a poetry given the previous sentence '{LINE}'"
 
 
 @pytest.fixture(scope='module')
@@ -70,6 +71,11 @@ def test_write_ask_for_a_rhyme_insert_edit_and_submit(browser, served):
   page.click('#suggest')
   page.locator('#suggestions li button.none').click()
   assert page.locator('#lines li input').count() == 2
+  # One click asks for a line to follow the cursor line; a suggestion left unanswered.
+  page.locator('#lines li input').first.click()
+  page.click('#next-line')
+  page.locator('#suggestions li button.none').wait_for()
+  assert page.input_value('#instruction') == NEXT
   page.click('#submit')
   page.wait_for_selector('#status:has-text("Submitted")')
   assert not errors
@@ -80,8 +86,10 @@ def test_write_ask_for_a_rhyme_insert_edit_and_submit(browser, served):
   session = saved[0]
   assert session['poem_lines'] == [LINE, chosen + ' again']
   assert session['poemsofar'] == f'{LINE}\n{chosen} again'
-  assert session['rhymewithword'] == 'night' and session['instruction_count'] == '2'
-  interaction, declined = session['interactions']
+  assert session['rhymewithword'] == 'night' and session['instruction_count'] == '3'
+  interaction, declined, unanswered = session['interactions']
+  assert unanswered['instruction'] == NEXT and unanswered['instruction_type'] == 'continuation'
+  assert unanswered['choice'] is None and unanswered['chosen_at'] is None
   assert declined['instruction'] == "Write a metaphor about 'fire'"
   assert declined['instruction_type'] == 'metaphor' and declined['argument'] == 'fire'
   assert declined['choice'] is None and declined['chosen_at'] >= interaction['chosen_at']

@@ -235,7 +235,7 @@ async function suggest() {
     suggestions: [], decode, latency_ms: null, requested_at: now(), answered_at: null,
     choice: null, chosen_at: null, inserted_at_line: null, final_text: null, line_id: null,
   };
-  $('suggest').disabled = true;
+  $('suggest').disabled = $('next-line').disabled = true;
   $('suggestions').replaceChildren();
   setStatus('suggest-status', 'Asking the model…');
   try {
@@ -262,7 +262,7 @@ async function suggest() {
   } catch (e) {
     setStatus('suggest-status', `No suggestions: ${e.message}`, true);
   } finally {
-    $('suggest').disabled = false;
+    $('suggest').disabled = $('next-line').disabled = false;
   }
 }
 
@@ -371,6 +371,13 @@ async function main() {
   });
   $('instruction').addEventListener('input', () => { instructionAuto = false; });
   $('suggest').addEventListener('click', suggest);
+  // The study's most common request, in one click: a line to follow the cursor line.
+  $('next-line').addEventListener('click', () => {
+    $('type').value = 'continuation';
+    argumentAuto = instructionAuto = true;
+    fillArgument();
+    suggest();
+  });
   $('instruction').addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && !e.shiftKey) { e.preventDefault(); suggest(); }
   });

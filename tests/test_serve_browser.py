@@ -101,6 +101,20 @@ def test_write_ask_for_a_rhyme_insert_edit_and_submit(browser, served):
   assert interaction['decode'] == {'n': 5, 'temperature': 0.7, 'top_k': 5, 'top_p': 1.0}
   assert interaction['requested_at'] <= interaction['answered_at'] <= interaction['chosen_at']
   assert session['created_at'] <= interaction['requested_at']
+  # Enter splits a line at the caret; Backspace at a line's start joins it back.
+  first = page.locator('#lines li input').first
+  first.click()
+  first.press('End')
+  for _ in range(len(' the night')):
+    first.press('ArrowLeft')
+  page.keyboard.press('Enter')
+  values = lambda: page.locator('#lines li input').evaluate_all(  # noqa: E731
+      'els => els.map(e => e.value)')
+  assert values() == ['The fire burns all through', ' the night', chosen + ' again']
+  page.keyboard.press('Backspace')
+  assert values() == [LINE, chosen + ' again']
+  page.keyboard.type(' X')  # the caret sits where the lines were joined
+  assert values()[0] == 'The fire burns all through X the night'
   # An instruction the writer typed stays when they move between lines.
   page.fill('#instruction', 'Write a sad line about the sea')
   page.locator('#lines li input').first.click()

@@ -37,23 +37,26 @@ function nextLineId() {
 
 // ------------------------------------------------------------------------ saving
 
+// An inserted suggestion's final text is its line's text while that line exists; a
+// deleted line keeps the last text it had.
+function syncFinalTexts() {
+  for (const i of state.interactions) {
+    const line = state.lines.find((l) => l.id === i.line_id);
+    if (line) i.final_text = line.text;
+  }
+}
+
 function payload(submitted) {
+  syncFinalTexts();
   const lines = state.lines.map((l) => l.text);
   while (lines.length && !lines[lines.length - 1].trim()) lines.pop();
-  const interactions = state.interactions.map((i) => {
-    const line = state.lines.find((l) => l.id === i.line_id);
-    const {line_id, ...rest} = i;
-    return {...rest, final_text: line ? line.text : i.final_text};
-  });
+  const interactions = state.interactions.map(({line_id, ...rest}) => rest);
   return {uid: state.uid, title: state.title, lines, submitted,
           created_at: state.created_at, interactions};
 }
 
 function saveLocal() {
-  for (const i of state.interactions) {
-    const line = state.lines.find((l) => l.id === i.line_id);
-    if (line) i.final_text = line.text;
-  }
+  syncFinalTexts();
   localStorage.setItem(DRAFT_KEY, JSON.stringify(state));
 }
 
@@ -100,7 +103,9 @@ async function postPoem(submitted) {
 
 // ------------------------------------------------------------------------ the poem
 
-function renderLines(focusId = null, caretAtEnd = true) {
+// Rebuilds the line inputs; then focuses line `focusId` with the caret at `caret` (an
+// offset, or 'end').
+function renderLines(focusId = null, caret = 'end') {
   const list = $('lines');
   list.replaceChildren();
   for (const line of state.lines) {
@@ -118,14 +123,16 @@ function renderLines(focusId = null, caretAtEnd = true) {
     li.appendChild(input);
     list.appendChild(li);
   }
-  if (focusId !== null) {
-    const input = list.querySelector(`li[data-id="${focusId}"] input`);
-    if (input) {
-      input.focus();
-      const at = caretAtEnd ? input.value.length : 0;
-      input.setSelectionRange(at, at);
-    }
-  }
+  if (focusId !== null) focusLine(focusId, caret);
+}
+
+function focusLine(id, caret = null) {
+  const input = $('lines').querySelector(`li[data-id="${id}"] input`);
+  if (!input) return;
+  input.focus();
+  if (caret === null) return;
+  const at = caret === 'end' ? input.value.length : caret;
+  input.setSelectionRange(at, at);
 }
 
 function moveCursor(id) {
@@ -152,7 +159,7 @@ function lineKey(e, line, input) {
     line.text = input.value.slice(0, input.selectionStart);
     const added = insertLineAfter(line.id, rest);
     cursorId = added.id;
-    renderLines(added.id, false);
+    renderLines(added.id, 0);
     changed();
   } else if (e.key === 'Backspace' && input.selectionStart === 0 && input.selectionEnd === 0 &&
              at > 0) {
@@ -162,22 +169,15 @@ function lineKey(e, line, input) {
     previous.text += line.text;
     state.lines.splice(at, 1);
     cursorId = previous.id;
-    renderLines(previous.id);
-    const input2 = $('lines').querySelector(`li[data-id="${previous.id}"] input`);
-    input2.setSelectionRange(caret, caret);
+    renderLines(previous.id, caret);
     changed();
   } else if (e.key === 'ArrowUp' && at > 0) {
     e.preventDefault();
-    renderFocus(state.lines[at - 1].id);
+    focusLine(state.lines[at - 1].id);
   } else if (e.key === 'ArrowDown' && at < state.lines.length - 1) {
     e.preventDefault();
-    renderFocus(state.lines[at + 1].id);
+    focusLine(state.lines[at + 1].id);
   }
-}
-
-function renderFocus(id) {
-  const input = $('lines').querySelector(`li[data-id="${id}"] input`);
-  if (input) input.focus();
 }
 
 // ------------------------------------------------------------------------ the builder

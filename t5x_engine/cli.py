@@ -2,6 +2,7 @@
 import argparse
 import json
 import os
+import re
 import sys
 
 from t5x_engine import hf_convert, legacy_t5x
@@ -129,8 +130,9 @@ def _score_ni(args):
 
 def _score_caption(args):
   from t5x_tasks import caption_contest_metrics
-  result = caption_contest_metrics.score(args.task, args.predictions, args.data, args.split)
-  print(json.dumps(result, indent=2) if args.json
+  result = caption_contest_metrics.score(args.task, args.predictions, args.data, args.split,
+                                         mode=args.mode)
+  print(caption_contest_metrics.to_json(result) if args.json
         else caption_contest_metrics.format_report(result))
 
 
@@ -144,7 +146,7 @@ def _serve(args):
   from t5x_engine import serve
   serve.serve(args.checkpoint, host=args.host, port=args.port, log_dir=args.log_dir,
               max_rows=args.max_batch_rows, param_dtype=args.param_dtype, seed=args.seed,
-              vocabulary=args.vocabulary)
+              vocabulary=args.vocabulary, allowed_host=args.allowed_host)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,9 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
                        'explanation')
   p.add_argument('--task', required=True, choices=('matching', 'ranking', 'explanation'))
   p.add_argument('--predictions', nargs='+', required=True,
-                 help='official {instance_id: prediction} JSON, one file per split')
+                 help='official {instance_id: prediction} JSON (or t5x infer JSON Lines); '
+                 'paper mode merges them, lenient wants one file per split')
   p.add_argument('--data', default=None, help='data folder (default: the configured one)')
   p.add_argument('--split', default='test', choices=('test', 'validation'))
+  p.add_argument('--mode', choices=('paper', 'lenient'), default='paper',
+                 help='paper: the official eval_crossval.py, quirks included (default); '
+                 'lenient: letters read case-blind, stemmed mean ROUGE-L, one file per split')
   p.add_argument('--json', action='store_true', help='machine-readable output')
   p.set_defaults(run=_score_caption)
 
@@ -243,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
                  help='address to bind (default 127.0.0.1: this machine only; 0.0.0.0 opens '
                  'it to the network)')
   p.add_argument('--port', type=int, default=8080, help='default 8080; 0 picks a free port')
+  p.add_argument('--allowed_host', action='append', default=[], metavar='NAME',
+                 help='a Host name (or address) clients reach this server by, besides '
+                 'localhost, 127.0.0.1, ::1 and --host; repeatable. Requests naming other '
+                 'hosts get 421 (a guard against DNS rebinding)')
   p.add_argument('--log_dir', default='copoet_sessions',
                  help='folder for the session logs, one <uid>.json per poem '
                  '(default ./copoet_sessions)')
@@ -304,10 +314,29 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
   try:
     status = args.run(args)
+  except OSError as e:  # a full disk, a read-only folder, a folder given for a file...
+    print(f't5x {args.command}: error: {_os_error(e)}', file=sys.stderr)
+    return 2
   except _USER_ERRORS as e:
-    print(f't5x {args.command}: error: {e}', file=sys.stderr)
+    print(f't5x {args.command}: error: {_one_line(e)}', file=sys.stderr)
     return 2
   return status or 0
+
+
+def _one_line(error: BaseException) -> str:
+  """The message on one line: a KeyError's quotes dropped, line breaks folded, and gin's
+  "In call to configurable 'train' (<function ...>)" note (an address) left out."""
+  text = error.args[0] if isinstance(error, KeyError) and len(error.args) == 1 else error
+  text = re.sub(r"\s*In call to configurable '[^']*' \(<[^>]*>\)", '', str(text))
+  return ' '.join(text.split())
+
+
+def _os_error(error: OSError) -> str:
+  """'FILE: reason' for an OSError that names its file, else its own message."""
+  if error.filename is None or not error.strerror:
+    return _one_line(error)
+  other = f' -> {error.filename2}' if error.filename2 else ''
+  return _one_line(f'{error.filename}{other}: {error.strerror}')
 
 
 if __name__ == '__main__':

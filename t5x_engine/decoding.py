@@ -46,6 +46,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from t5x_engine import model_config
 from t5x_engine.network import Transformer
@@ -191,23 +192,131 @@ def apply_no_repeat_ngram(logits: Array, previous_tokens: Array, n: int, step) -
   return logits.at[jnp.arange(rows)[:, None], windows[:, :, -1]].min(update)
 
 
+# Below this (static) temperature `sample_token` shifts the logits before dividing; above
+# it the division cannot overflow for float32 logits under 1e36, and draws stay bit for bit
+# what they were.
+_SHIFT_BELOW = 1e-2
+_FLOAT32_TINY = float(jnp.finfo(jnp.float32).tiny)
+
+
 def sample_token(key: Array, logits: Array, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 1.0) -> Array:
   """Draws one token from float [v] logits: temperature, then top-k, then top-p (the
-  order transformers applies them). Returns int32 []. Temperature 0 is argmax.
+  order transformers applies them). Returns int32 []. Temperature 0 is argmax, and so is
+  one under float32's smallest normal number (1.2e-38), which XLA flushes to 0.
 
   With top-k on, it samples among the k best only (found by `chunked_top_k`), which is the
   same distribution as `top_k_filter` (but for ties at the k-th logit) at a fraction of
   the cost of a categorical draw over the whole vocabulary.
   """
-  if temperature == 0.0:
+  if temperature < _FLOAT32_TINY:  # 0, or a subnormal that XLA flushes to 0: greedy
     return jnp.argmax(logits).astype(jnp.int32)
-  logits = logits.astype(jnp.float32) / temperature
+  logits = logits.astype(jnp.float32)
+  if temperature < _SHIFT_BELOW:
+    # logits / 1e-38 overflows to inf and the draw to NaN; a shift by the row's largest
+    # logit leaves the distribution as it is and the division finite (0 or -inf).
+    logits = logits - jnp.max(logits)
+  logits = logits / temperature
   if 0 < top_k < logits.shape[-1]:
     values, indices = chunked_top_k(logits, top_k)
     choice = jax.random.categorical(key, top_p_filter(values, top_p))
     return indices[choice].astype(jnp.int32)
   return jax.random.categorical(key, top_p_filter(logits, top_p)).astype(jnp.int32)
+
+
+# ----------------------------------------------------------------------------- traced settings
+# `sample_token` takes its settings as Python numbers, so each new value compiles a new
+# program. A server cannot afford that (seconds per value, on the one decode worker), so
+# `sample_tokens_traced` takes them as per-row arrays: one program per shape serves every
+# temperature, top-k (up to K_MAX) and top-p, and rows with different settings can share
+# a decode.
+
+K_MAX = 100  # the largest top_k the traced sampler supports (t5x serve's limit)
+K_FAST = 8   # top-k widths up to this use a cheaper candidate search (same tokens)
+
+
+def _nucleus_rows(logits: Array, sorted_logits: Array, top_p: Array) -> Array:
+  """`top_p_filter` with one p per row: float [B, w] logits, the same sorted descending,
+  float32 [B] p -> [B, w]; rows with p >= 1 are returned unchanged."""
+  probs = jax.nn.softmax(sorted_logits, axis=-1)
+  mass_above = jnp.cumsum(probs, axis=-1) - probs
+  kept = jnp.where(mass_above < top_p[:, None], sorted_logits, jnp.inf)
+  threshold = jnp.min(kept, axis=-1, keepdims=True)
+  filtered = jnp.where(logits < threshold, -jnp.inf, logits)
+  return jnp.where(top_p[:, None] >= 1.0, logits, filtered)
+
+
+def _scale(logits: Array, top: Array, temperature: Array) -> Array:
+  """(logits - top) / temperature, row by row; 0 and -inf at worst, never NaN.
+
+  Subtracting the row's largest logit first keeps a tiny temperature from overflowing
+  (logits / 1e-38 is inf, and inf - inf in the softmax is NaN); sampling is unchanged,
+  as softmax ignores a shift. Greedy rows (temperature 0) divide by 1 (their draw is
+  replaced by the argmax).
+  """
+  safe = jnp.where(temperature > 0, temperature, 1.0)[:, None]
+  return (logits - top) / safe
+
+
+def sample_tokens_traced(keys: Array, logits: Array, temperature: Array, top_k: Array,
+                         top_p: Array) -> Array:
+  """One token per row, with each row's sampling settings given as arrays.
+
+  Args:
+    keys: PRNG keys [B].
+    logits: float [B, v].
+    temperature: float32 [B]; 0 = greedy (argmax).
+    top_k: int32 [B]; 0 (or >= v) = off; at most K_MAX.
+    top_p: float32 [B]; 1 = off.
+  Returns:
+    int32 [B].
+
+  The same distribution as `sample_token` with the same settings, and the same tokens
+  for the same keys: for top-k it adds Gumbel noise to the K_MAX best candidates with
+  ranks >= top_k masked, and jax's (default, partitionable) threefry gives the first k
+  values of a K_MAX-wide draw equal to a k-wide one, so the argmax is `sample_token`'s.
+  (Only the rounding of the temperature division differs: see `_scale`.) The
+  full-vocabulary draw (top_k off) and its sort for top-p run only when some row needs
+  them (`lax.cond` on the batch), so a batch of top-k rows pays for top-k only.
+  """
+  logits = logits.astype(jnp.float32)
+  vocab = logits.shape[-1]
+  width = min(K_MAX, vocab)
+  temperature = temperature.astype(jnp.float32)
+  top_p = top_p.astype(jnp.float32)
+  top_k = top_k.astype(jnp.int32)
+  whole = (top_k <= 0) | (top_k >= vocab)  # rows that sample the whole vocabulary
+  sampled = temperature > 0
+  # Gumbel noise as `jax.random.categorical` draws it over `width` candidates.
+  noise = jax.vmap(lambda key: jax.random.gumbel(key, (width,), jnp.float32))(keys)
+  k = jnp.where(whole, width, top_k)
+
+  def top_k_draw(candidates: int) -> Array:
+    values, indices = chunked_top_k(logits, candidates)
+    scaled = _scale(values, values[:, :1], temperature)
+    ranked = jnp.where(jnp.arange(candidates) < k[:, None], scaled, -jnp.inf)
+    ranked = _nucleus_rows(ranked, ranked, top_p)
+    # Ranks >= k are -inf, so the first `candidates` noise values decide as all would.
+    pick = jnp.argmax(ranked + noise[:, :candidates], axis=-1)
+    return jnp.take_along_axis(indices, pick[:, None], axis=-1)[:, 0]
+
+  if width <= K_FAST:
+    token = top_k_draw(width)
+  else:
+    narrow = jnp.max(jnp.where(whole | ~sampled, 0, top_k)) <= K_FAST
+    token = jax.lax.cond(narrow, lambda: top_k_draw(K_FAST), lambda: top_k_draw(width))
+
+  def whole_vocabulary_draw() -> Array:
+    scaled = _scale(logits, jnp.max(logits, axis=-1, keepdims=True), temperature)
+    needs_sort = jnp.any(whole & sampled & (top_p < 1.0))
+    scaled = jax.lax.cond(
+        needs_sort, lambda: _nucleus_rows(scaled, -jnp.sort(-scaled, axis=-1), top_p),
+        lambda: scaled)
+    return jax.vmap(jax.random.categorical)(keys, scaled)
+
+  token = jax.lax.cond(jnp.any(whole & sampled),
+                       lambda: jnp.where(whole, whole_vocabulary_draw(), token), lambda: token)
+  return jnp.where(sampled, token, jnp.argmax(logits, axis=-1)).astype(jnp.int32)
 
 
 # ----------------------------------------------------------------------------- the model
@@ -340,18 +449,20 @@ def _token_chooser(options: DecodeOptions) -> Callable:
 
 
 def _sample_loop(step_fn: Callable, cache: Any, keys: Array, done: Array, length: int,
-                 eos_id: int, options: DecodeOptions) -> tuple[Array, Array]:
+                 eos_id: int, options: DecodeOptions, choose: Callable = None
+                 ) -> tuple[Array, Array]:
   """Greedy or sampled decoding of B rows until each hits EOS or `length` tokens.
 
   Args:
     step_fn: (int32 [B, 1], cache) -> (float32 [B, v], cache).
     keys: PRNG keys [B] (unused by greedy).
     done: bool [B], rows that are not decoded (padding).
+    choose: (logits, keys, step) -> tokens; default `_token_chooser(options)`.
   Returns:
     (int32 [B, length] tokens with 0 after EOS, float32 [B] summed log-probs).
   """
   rows = done.shape[0]
-  choose = _token_chooser(options)
+  choose = choose or _token_chooser(options)
 
   def cond(state):
     return (state['step'] < length) & ~jnp.all(state['done'])
@@ -488,8 +599,10 @@ def _unscanned(module: Transformer, params) -> tuple[Transformer, Any]:
 
 
 def _generate_impl(module: Transformer, options: DecodeOptions, eos_id: int, params,
-                   encoder_input_tokens: Array, seed: Array) -> tuple[Array, Array]:
-  """The traced body of `generate` (everything but the seed is static or shaped)."""
+                   encoder_input_tokens: Array, seed: Array, settings: tuple = None
+                   ) -> tuple[Array, Array]:
+  """The traced body of `generate` (everything but the seed is static or shaped), and of
+  `generate_sampled` when `settings` holds its per-row (temperature, top_k, top_p)."""
   module, params = _unscanned(module, params)
   b = encoder_input_tokens.shape[0]
   n, length = options.num_decodes, options.max_decode_length
@@ -502,8 +615,15 @@ def _generate_impl(module: Transformer, options: DecodeOptions, eos_id: int, par
     tokens, scores = _beam_loop(step_fn, cache, inactive, n, length, eos_id, options.alpha,
                                 options.no_repeat_ngram_size)
   else:
+    choose = None
+    if settings is not None:
+      settings = [_expand(x, n) for x in settings]
+
+      def choose(logits, keys, step):
+        step_keys = jax.vmap(lambda k: jax.random.fold_in(k, step))(keys)
+        return sample_tokens_traced(step_keys, logits, *settings)
     tokens, scores = _sample_loop(step_fn, cache, _row_keys(seed, b, n), _expand(inactive, n),
-                                  length, eos_id, options)
+                                  length, eos_id, options, choose)
     tokens, scores = tokens.reshape(b, n, length), scores.reshape(b, n)
   tokens = jnp.where(inactive[:, None, None], 0, tokens)
   return tokens, jnp.where(inactive[:, None], 0.0, scores)
@@ -537,6 +657,54 @@ def generate(module: Transformer, params, encoder_input_tokens,
     raise ValueError(f'encoder_input_tokens has shape {tokens.shape}; expected [batch, length]')
   # Any Python int seeds; PRNG keys take 32 bits.
   return fn(nn.unbox(params), tokens, jnp.asarray(options.seed % 2 ** 32, jnp.uint32))
+
+
+def generate_sampled(module: Transformer, params, encoder_input_tokens, temperature, top_k,
+                     top_p, *, seed: int = 0, max_decode_length: int = 64,
+                     no_repeat_ngram_size: int = 0, eos_id: int = 1) -> tuple[Array, Array]:
+  """Samples one decode per input row, each row with its own settings, from one compiled
+  program per shape: new settings never compile (for servers; see
+  `sample_tokens_traced`).
+
+  Args:
+    encoder_input_tokens: int32 [b, l], 0 = padding (a row of padding is not decoded).
+    temperature, top_k, top_p: per row, [b] (or scalars, for every row): as in
+      `DecodeOptions`, with top_k at most K_MAX.
+    seed, max_decode_length, no_repeat_ngram_size, eos_id: as in `generate`; the last
+      three are static (one program each).
+  Returns:
+    tokens: int32 [b, max_decode_length], 0 after EOS.
+    scores: float32 [b], summed log-probs of the generated tokens (EOS included).
+  """
+  tokens = jnp.asarray(encoder_input_tokens, jnp.int32)
+  if tokens.ndim != 2:
+    raise ValueError(f'encoder_input_tokens has shape {tokens.shape}; expected [batch, length]')
+  b = tokens.shape[0]
+  settings = tuple(np.broadcast_to(np.asarray(x, dtype), (b,)) for x, dtype in
+                   ((temperature, np.float32), (top_k, np.int32), (top_p, np.float32)))
+  temperature, top_k, top_p = settings
+  for name, values, ok, allowed in (
+      ('temperature', temperature, np.isfinite(temperature) & (temperature >= 0),
+       'a finite value >= 0 (0 = greedy)'),
+      ('top_k', top_k, (top_k >= 0) & (top_k <= K_MAX), f'0..{K_MAX} (0 = off)'),
+      ('top_p', top_p, (top_p > 0) & (top_p <= 1), '0 < top_p <= 1 (1 = off)')):
+    if not ok.all():
+      row = int(np.argmin(ok))
+      raise ValueError(f'generate_sampled: {name}[{row}]={values[row]}: use {allowed}')
+  options = DecodeOptions(decode='sample', max_decode_length=max_decode_length,
+                          no_repeat_ngram_size=no_repeat_ngram_size).validate()
+  fn = _compiled_sampled(module, options, int(eos_id))
+  # A numpy seed: a Python int would compile a conversion program of its own.
+  return fn(nn.unbox(params), tokens, np.uint32(seed % 2 ** 32), settings)
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_sampled(module: Transformer, options: DecodeOptions, eos_id: int) -> Callable:
+  """One jitted `generate_sampled` per (module config, length, n-gram rule, eos id)."""
+  def sampled(params, tokens, seed, settings):
+    tokens, scores = _generate_impl(module, options, eos_id, params, tokens, seed, settings)
+    return tokens[:, 0], scores[:, 0]  # one decode per row
+  return jax.jit(sampled)
 
 
 @functools.lru_cache(maxsize=16)

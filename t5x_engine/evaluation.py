@@ -3,7 +3,7 @@
 seqio.Evaluator does the bookkeeping (cached targets, postprocessing, each task's
 metric_fns); this module supplies the decode and score functions and writes the
 metrics as JSON (`metrics.jsonl` beside one JSON file per checkpoint step) and
-TensorBoard events (`inference_eval/`, through tensorboardX) under OUTPUT_DIR.
+TensorBoard events (`inference_eval/`) under OUTPUT_DIR.
 """
 import json
 import os
@@ -12,7 +12,7 @@ from typing import Any, Optional
 import jax
 import numpy as np
 
-from t5x_engine import api, checkpoints, decoding, models
+from t5x_engine import api, checkpoints, decoding, fs_utils, metrics_writer, models, run_checks
 from t5x_engine.network import Transformer
 
 
@@ -24,6 +24,7 @@ def evaluate(*, checkpoint_path: str, mixture_or_task_name: str, task_feature_le
   """{step: {task: {metric: value}}} for one checkpoint, or for every checkpoint of a
   MODEL_DIR when `all_checkpoints` (oldest first). `param_dtype='bfloat16'` halves
   parameter memory."""
+  run_checks.check_feature_lengths(task_feature_lengths)
   if jax.process_count() > 1:
     raise ValueError('t5x eval runs in one process (it decodes on this host\'s devices); '
                      'start it without the multi-host flags, on one worker.')
@@ -51,9 +52,13 @@ def evaluate(*, checkpoint_path: str, mixture_or_task_name: str, task_feature_le
 def evaluate_params(module: Transformer, params: Any, mixture_or_task_name: str,
                     task_feature_lengths: dict, output_dir: str, step: int, *,
                     split: str = 'test', batch_size: int = 32,
-                    decode_options: decoding.DecodeOptions = decoding.DecodeOptions()) -> dict:
+                    decode_options: decoding.DecodeOptions = decoding.DecodeOptions(),
+                    records: bool = True) -> dict:
   """Metrics of `params` on every task of `mixture_or_task_name` with `split`; also
-  written to OUTPUT_DIR. Used by `t5x eval` and by training's `infer_eval_period`."""
+  written to OUTPUT_DIR as `metrics-step<step>.json`, and, when `records`, appended to
+  OUTPUT_DIR/metrics.jsonl and TensorBoard. Used by `t5x eval` and by training's
+  `infer_eval_period`, which passes records=False: in a MODEL_DIR, metrics.jsonl and the
+  events are the training run's, written by its own MetricsWriter."""
   from t5x_engine import data
   seqio = data._seqio()
   data.get_task(data.DatasetConfig(mixture_or_task_name, {}, split, 1, False, None))
@@ -81,8 +86,9 @@ def evaluate_params(module: Transformer, params: Any, mixture_or_task_name: str,
                                       score_fn=score_fn)
   metrics = {task: {k: _number(v) for k, v in values.items()}
              for task, values in all_metrics.result().items()}
-  _write_json(output_dir, step, metrics)
-  _write_tensorboard(output_dir, step, metrics)
+  _write_json(output_dir, step, metrics, records)
+  if records:
+    _write_tensorboard(output_dir, step, metrics)
   return metrics
 
 
@@ -107,22 +113,23 @@ def _number(value):
   return float(value) if isinstance(value, (int, float, np.number)) else str(value)
 
 
-def _write_json(output_dir: str, step: int, metrics: dict) -> None:
+def _write_json(output_dir: str, step: int, metrics: dict, append: bool) -> None:
   os.makedirs(output_dir, exist_ok=True)
-  path = os.path.join(output_dir, f'metrics-step{step}.json')
-  with open(path + '.tmp', 'w') as f:
-    json.dump({'step': step, 'metrics': metrics}, f, indent=2)
-  os.replace(path + '.tmp', path)
-  with open(os.path.join(output_dir, 'metrics.jsonl'), 'a') as f:
-    f.write(json.dumps({'step': step, 'metrics': metrics}) + '\n')
+  record = {'step': step, 'metrics': metrics}
+  fs_utils.write_atomic(os.path.join(output_dir, f'metrics-step{step}.json'),
+                        json.dumps(record, indent=2))
+  if append:
+    with open(os.path.join(output_dir, 'metrics.jsonl'), 'a') as f:
+      f.write(json.dumps(record) + '\n')
 
 
 def _write_tensorboard(output_dir: str, step: int, metrics: dict) -> None:
-  """Scalars `task/metric` under OUTPUT_DIR/inference_eval (TensorBoard needs no TF)."""
-  from tensorboardX import SummaryWriter
-  with SummaryWriter(os.path.join(output_dir, 'inference_eval')) as writer:
-    for task, values in metrics.items():
-      for name, value in values.items():
-        if isinstance(value, float):
-          writer.add_scalar(f'{task}/{name}', value, step)
-
+  """Scalars `task/metric` under OUTPUT_DIR/inference_eval, written synchronously (a full
+  disk raises here instead of stalling a writer thread)."""
+  events = metrics_writer.EventFile(os.path.join(output_dir, 'inference_eval'),
+                                    suffix=f'.step{step}')
+  try:
+    events.write(step, {f'{task}/{name}': value for task, values in metrics.items()
+                        for name, value in values.items() if isinstance(value, float)})
+  finally:
+    events.close()

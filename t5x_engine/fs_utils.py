@@ -30,7 +30,10 @@ def write_atomic(path: str, data) -> None:
       tmp.write_text(data)
     tmp.replace(target)
   except BaseException:
-    tmp.unlink(missing_ok=True)  # a failed write leaves neither a torn file nor litter
+    # A failed write leaves neither a torn file nor litter; a failing cleanup (read-only
+    # folder) must not replace the error that got us here.
+    with contextlib.suppress(OSError):
+      tmp.unlink(missing_ok=True)
     raise
 
 

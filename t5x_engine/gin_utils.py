@@ -3,12 +3,16 @@
 Relative gin files (and `include` lines) are looked up in the current folder, the search
 paths given, the repository's `gin/` folder, and the copy of it installed with the package.
 """
+import difflib
 import logging
 import os
 import pathlib
-from typing import Sequence
+import re
+from typing import Optional, Sequence
 
 import gin
+from gin import config as gin_config
+from gin import config_parser
 
 _PACKAGE = pathlib.Path(__file__).resolve().parent
 DEFAULT_SEARCH_PATHS = (
@@ -48,17 +52,28 @@ def split_flags(argv: Sequence[str]) -> tuple[list[str], list[str], list[str], l
 
 
 def parse(gin_files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = ()):
-  """Parses files then bindings (later ones win), after registering the search paths."""
+  """Parses files then bindings (later ones win), after registering the search paths.
+
+  Raises FileNotFoundError naming a gin file that no search path holds, and ValueError
+  for a command-line macro that nothing reads (a typo would otherwise pass silently).
+  """
   if not gin_files:
     raise ValueError('no --gin_file given; e.g. t5x train --gin_file=gin/quickstart.gin')
-  for path in [*search_paths, *map(str, DEFAULT_SEARCH_PATHS)]:
-    if os.path.isdir(path):
-      gin.add_config_file_search_path(path)
+  folders = [p for p in [*search_paths, *map(str, DEFAULT_SEARCH_PATHS)] if os.path.isdir(p)]
+  for path in folders:
+    gin.add_config_file_search_path(path)
+  for name in gin_files:
+    _check_found(name, folders)
   # gin logs an ERROR for every search-path candidate it tries before the one that exists.
   root = logging.getLogger()
   root.addFilter(_quiet_search)
   try:
     gin.parse_config_files_and_bindings(list(gin_files), [], finalize_config=False)
+  except OSError as e:  # an `include` that no search path holds
+    message = _missing_include(str(e), folders)
+    if message is None:
+      raise
+    raise FileNotFoundError(message) from None
   finally:
     root.removeFilter(_quiet_search)
   for binding in bindings:
@@ -68,7 +83,78 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str], search_paths: Seque
       hint = (' String values need quotes, e.g. --gin.MODEL_DIR=\\"/tmp/model\\".'
               if 'Unable to parse value' in str(e) else '')
       raise ValueError(f'gin binding {binding!r}: {e}.{hint}') from None
+  check_macros_read(bindings)
 
 
+def _searched(folders: Sequence[str]) -> str:
+  return ', '.join([f'the current folder ({os.getcwd()})', *folders])
+
+
+def _check_found(name: str, folders: Sequence[str]) -> None:
+  """Raises FileNotFoundError unless gin's lookup (as is, then in each folder) finds `name`."""
+  if '://' in name:  # bucket paths: gin reads them through TensorFlow and says so itself
+    return
+  if any(os.path.isfile(os.path.join(folder, name)) for folder in ['', *folders]):
+    return
+  raise FileNotFoundError(f'gin file {name!r} not found; searched {_searched(folders)}. '
+                          'Check the name, or add its folder with --gin_search_paths=DIR.')
+
+
+def _missing_include(message: str, folders: Sequence[str]) -> Optional[str]:
+  """gin's multi-line 'Unable to open file' error as one line naming the including file;
+  None for other errors."""
+  name = re.search(r'Unable to open file: (.*?)\. Searched config paths', message)
+  where = re.search(r'In file "(.*?)", line (\d+)', message)
+  if not name:
+    return None
+  source = f' (included from {where[1]}:{where[2]})' if where else ''
+  return (f'gin file {name[1]!r}{source} not found; searched {_searched(folders)}. Check '
+          'the name, or add its folder with --gin_search_paths=DIR.')
+
+
+class _Names(config_parser.ParserDelegate):
+  """Parses binding text without importing or evaluating anything."""
+
+  def configurable_reference(self, name, evaluate):
+    return None
+
+  def macro(self, name):
+    return None
+
+
+def command_line_macros(bindings: Sequence[str]) -> list[str]:
+  """Names of the macros that `bindings` set (`NAME = VALUE`: no dot, no scope)."""
+  names = []
+  for binding in bindings:
+    for statement in config_parser.ConfigParser(binding, _Names()):
+      if (isinstance(statement, config_parser.BindingStatement) and not statement.arg_name
+          and not statement.scope and '.' not in statement.selector):
+        names.append(statement.selector)
+  return names
+
+
+def referenced_macros() -> set[str]:
+  """Names of the macros that the parsed config reads (`%NAME` anywhere in a bound value,
+  nested in lists and dicts, or in another macro's value)."""
+  names = set()
+  config = gin_config._CONFIG  # pylint: disable=protected-access
+  for reference in gin_config.iterate_references(config):
+    if reference.configurable.wrapped is gin_config.macro and reference.scopes:
+      names.add('/'.join(reference.scopes))
+  return names
+
+
+def check_macros_read(bindings: Sequence[str]) -> None:
+  """Raises ValueError for a macro set in `bindings` that no parsed file or binding reads,
+  naming the closest macro that is read."""
+  read = referenced_macros()
+  for name in command_line_macros(bindings):
+    if name in read:
+      continue
+    close = difflib.get_close_matches(name, sorted(read), n=1, cutoff=0.6)
+    hint = (f'did you mean {close[0]}?' if close else
+            f'the config reads {", ".join(sorted(read)) or "no macros"}.')
+    raise ValueError(f'--gin.{name}: no gin file or binding reads the macro {name} (nothing '
+                     f'refers to %{name}), so setting it would change nothing; {hint}')
 def _quiet_search(record: logging.LogRecord) -> bool:
   return not str(record.msg).startswith('Path not found')

@@ -6,17 +6,23 @@ tensor is the same array under another name. Nothing here touches the network.
 """
 import json
 import os
+import pickle
+import re
 from typing import Any, Iterator
 
 import numpy as np
 
 from t5x_engine import model_config
+from t5x_tasks import jsonl
 from t5x_engine.network import T5Config
 
 _HF_MODEL_TYPES = ('t5', 'mt5')
 _WEIGHT_FILES = ('model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin',
                  'pytorch_model.bin.index.json')
 _ATTENTION = (('q', 'query'), ('k', 'key'), ('v', 'value'), ('o', 'out'))
+# Sizes of config.json that shape the parameters: each must be a positive int.
+_SIZE_KEYS = ('vocab_size', 'd_model', 'num_heads', 'num_layers', 'num_decoder_layers', 'd_kv',
+              'd_ff')
 
 
 class ConversionError(ValueError):
@@ -68,13 +74,22 @@ def config_from_hf(hf: dict[str, Any], where: str) -> T5Config:
         f'{where}: model_type is {model_type!r}, but only T5 models ({", ".join(_HF_MODEL_TYPES)})'
         ' can be imported. Point at a T5ForConditionalGeneration folder.')
   proj = hf.get('feed_forward_proj', 'relu')
-  parts = proj.split('-')
+  parts = proj.split('-') if isinstance(proj, str) else ['']
   act = parts[-1].replace('gelu_new', 'gelu')
   if act not in ('relu', 'gelu', 'silu') or len(parts) > 2 or (len(parts) == 2 and parts[0] != 'gated') \
       or (proj == 'gelu'):
     raise ConversionError(
         f'{where}: feed_forward_proj {proj!r} is not supported; use relu, gated-gelu, '
         'gated-relu or gated-silu.')
+  for key in _SIZE_KEYS:
+    value = hf.get(key)
+    if key == 'num_decoder_layers' and value is None:
+      continue  # optional: the encoder's num_layers then
+    if key not in hf:
+      raise ConversionError(f'{where}: missing key {key!r} that a T5 config needs.')
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+      raise ConversionError(f'{where}: {key!r} is {value!r}; it must be a positive integer. '
+                            'Fix config.json (as transformers writes it for this model).')
   try:
     return T5Config(
         vocab_size=int(hf['vocab_size']),
@@ -93,6 +108,8 @@ def config_from_hf(hf: dict[str, Any], where: str) -> T5Config:
     )
   except KeyError as e:
     raise ConversionError(f'{where}: missing key {e.args[0]!r} that a T5 config needs.') from None
+  except (TypeError, ValueError) as e:  # e.g. "dropout_rate": "high"
+    raise ConversionError(f'{where}: a value that is not a number ({e}).') from None
 
 
 def _rescaled_tied_head(hf: dict[str, Any]) -> bool:
@@ -184,10 +201,11 @@ def read_hf_config(hf_dir: str) -> tuple[T5Config, dict]:
   if not os.path.isfile(path):
     raise ConversionError(f'{hf_dir}: no config.json; this is not a Hugging Face model folder.')
   try:
-    with open(path) as f:
-      raw = json.load(f)
-  except json.JSONDecodeError as e:
-    raise ConversionError(f'{path}: line {e.lineno}: not valid JSON ({e.msg}).') from None
+    raw = jsonl.load_json(path)
+  except ValueError as e:
+    raise ConversionError(str(e)) from None
+  if not isinstance(raw, dict):
+    raise ConversionError(f'{path}: expected a JSON object, got {type(raw).__name__}.')
   return config_from_hf(raw, path), raw
 
 
@@ -202,8 +220,7 @@ def read_hf_weights(hf_dir: str) -> dict[str, np.ndarray]:
     raise ConversionError(f'{hf_dir}: no weights found; expected one of {", ".join(_WEIGHT_FILES)}.')
   name = present[0]
   if name.endswith('.index.json'):
-    with open(os.path.join(hf_dir, name)) as f:
-      shards = sorted(set(json.load(f)['weight_map'].values()))
+    shards = _index_shards(os.path.join(hf_dir, name))
   else:
     shards = [name]
   tensors = {}
@@ -212,13 +229,56 @@ def read_hf_weights(hf_dir: str) -> dict[str, np.ndarray]:
   return tensors
 
 
+def _index_shards(path: str) -> list[str]:
+  """The shard files an `*.index.json` names, each checked to lie inside its folder (an
+  index must not make us read `../../etc/passwd` or an absolute path)."""
+  try:
+    index = jsonl.load_json(path)
+  except ValueError as e:
+    raise ConversionError(str(e)) from None
+  weight_map = index.get('weight_map') if isinstance(index, dict) else None
+  if not isinstance(weight_map, dict) or not weight_map:
+    raise ConversionError(f'{path}: no "weight_map" object of tensor name -> shard file.')
+  for key, shard in weight_map.items():
+    if not isinstance(shard, str) or not shard:
+      raise ConversionError(f'{path}: weight_map[{key!r}] is {shard!r}, not a file name.')
+    # Checked by name, not by realpath: a hub cache's shards are symlinks into blobs/.
+    if os.path.isabs(shard) or os.path.normpath(shard).split(os.sep)[0] == os.pardir:
+      raise ConversionError(f'{path}: weight_map[{key!r}] is {shard!r}, a path outside the '
+                            'model folder; shards must be files beside the index.')
+  return sorted(set(weight_map.values()))
+
+
 def _read_shard(path: str) -> dict[str, np.ndarray]:
+  """The tensors of one weights file as numpy; errors name the file and say why."""
   import torch  # The hf extra; only conversion needs it.
+  if not os.path.isfile(path):
+    raise ConversionError(f'{path}: no such weights file (named by the index).')
   if path.endswith('.safetensors'):
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
-    state = load_file(path)
+    try:
+      state = load_file(path)
+    except SafetensorError as e:
+      raise ConversionError(f'{path}: not a readable safetensors file ({e}).') from None
   else:
-    state = torch.load(path, map_location='cpu', weights_only=True)
+    try:
+      state = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+      # torch's own message advises weights_only=False, which would run the file's code.
+      found = re.search(r'GLOBAL ([\w.]+)', str(e))
+      detail = f' (it refers to {found[1]})' if found else ''
+      raise ConversionError(
+          f'{path}: refusing to unpickle arbitrary objects: this file holds more than plain '
+          f'tensors{detail}. Use a model.safetensors, or re-save the state dict of tensors '
+          'only from a copy you trust.') from None
+    except (RuntimeError, EOFError, KeyError, ValueError) as e:
+      first = ' '.join(str(e).split('. ')[0].split())
+      raise ConversionError(f'{path}: not a readable PyTorch weights file ({first}); it may be '
+                            'truncated or not a pytorch_model.bin.') from None
+  if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    raise ConversionError(f'{path}: expected a state dict of tensor name -> tensor, got '
+                          f'{type(state).__name__}.')
   return {k: _to_numpy(v) for k, v in state.items()}
 
 

@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
-from t5x_engine import api, decoding
+from t5x_engine import api, decoding, run_checks
 from t5x_tasks import jsonl
 from t5x_engine.network import Transformer
 
@@ -37,6 +37,8 @@ def infer(*, checkpoint_path: str, output_dir: str, mixture_or_task_name: Option
   """
   if (mixture_or_task_name is None) == (prompts_file is None):
     raise ValueError('give MIXTURE_OR_TASK_NAME or infer.prompts_file (exactly one)')
+  if mixture_or_task_name is not None:
+    run_checks.check_feature_lengths(task_feature_lengths)
   if jax.process_count() > 1:
     raise ValueError('t5x infer runs in one process (it decodes on this host\'s devices); '
                      'start it without the multi-host flags, on one worker.')
@@ -134,8 +136,7 @@ def _prompt_examples(path: str) -> list[dict]:
       rows.append({**{k: v for k, v in record.items() if k not in ('prompt', 'instruction')},
                    'inputs': text, 'targets': record.get('targets')})
     return rows
-  with open(path, encoding='utf-8') as f:
-    return [{'inputs': line.rstrip('\n')} for line in f if line.strip()]
+  return [{'inputs': line.rstrip('\r\n')} for _, line in jsonl.lines(path) if line.strip()]
 
 
 def _pad(rows: Sequence[Sequence[int]]) -> np.ndarray:

@@ -57,11 +57,13 @@ def read(path: str) -> dict:
 def read_params(path: str) -> dict:
   """The model parameters (`optimizer/target`) of a T5X checkpoint."""
   tree = read(path)
-  target = tree.get('optimizer', {}).get('target')
-  if not target:
+  optimizer = tree.get('optimizer') if isinstance(tree, dict) else None
+  target = optimizer.get('target') if isinstance(optimizer, dict) else None
+  if not isinstance(target, dict) or not target:
     raise LegacyCheckpointError(
         f'{checkpoint_file(path)}: key optimizer/target holds no parameters '
-        f'(top-level keys: {sorted(tree)}); this checkpoint has no model to import.')
+        f'(top-level keys: {sorted(tree) if isinstance(tree, dict) else type(tree).__name__}); '
+        'this checkpoint has no model to import.')
   return target
 
 

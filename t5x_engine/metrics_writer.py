@@ -1,6 +1,8 @@
 """What a run shows and leaves behind: a live progress line, TensorBoard events,
 `metrics.jsonl`, and a loss plot at the end. Only process 0 writes."""
+import contextlib
 import json
+import logging
 import os
 import time
 from typing import Optional
@@ -20,21 +22,43 @@ class MetricsWriter:
   def __init__(self, model_dir: str, start_step: int, total_steps: int, show_progress: bool = True):
     self.model_dir = model_dir
     self.enabled = jax.process_index() == 0
+    self._start = start_step
     self._writers = {}
     self._tokens = 0.0
     self._examples = 0.0
     self._last = (time.time(), start_step)
     self._bar = None
+    self.records = []  # metrics.jsonl as kept for this run (process 0 only)
     if self.enabled and show_progress:
       from tqdm.auto import tqdm
       self._bar = tqdm(total=total_steps, initial=start_step, unit='step', dynamic_ncols=True,
                        desc='train', smoothing=0.1)
-    self._jsonl = _JsonLines(os.path.join(model_dir, 'metrics.jsonl')) if self.enabled else None
+    if self.enabled:
+      path = os.path.join(model_dir, 'metrics.jsonl')
+      self.records = _resume_records(path, start_step)
+      _remove_empty_event_files(model_dir)
+      self._jsonl = _JsonLines(path)
+    else:
+      self._jsonl = None
+
+  def has(self, step: int, split: str) -> bool:
+    """Whether metrics.jsonl holds a `split` record for `step` (process 0's view)."""
+    return any(r['step'] == step and r['split'] == split for r in self.records)
+
+  def last_value(self, step: int, split: str, key: str, default: float = 0) -> float:
+    """`key` of the last `split` record at or before `step` (process 0's view), else
+    `default`."""
+    values = [r[key] for r in self.records if r['split'] == split and r['step'] <= step
+              and key in r]
+    return values[-1] if values else default
 
   def _writer(self, split: str):
+    # Created at the first record, so a run killed before writing leaves no empty file.
     if split not in self._writers:
-      from tensorboardX import SummaryWriter
-      self._writers[split] = SummaryWriter(os.path.join(self.model_dir, split))
+      logdir = os.path.join(self.model_dir, split)
+      with _naming(logdir):
+        self._writers[split] = EventFile(logdir,
+                                          purge_step=self._start + 1 if self._start else None)
     return self._writers[split]
 
   def advance(self, steps: int, target_tokens: float, examples: float = 0.0) -> None:
@@ -58,10 +82,10 @@ class MetricsWriter:
       self._last, self._tokens, self._examples = (now, step), 0.0, 0.0
     if not self.enabled:
       return scalars
-    writer = self._writer(split)
-    for name, value in scalars.items():
-      writer.add_scalar(name, value, step)
-    self._jsonl.append({'step': step, 'split': split, **scalars})
+    record = {'step': step, 'split': split, **scalars}
+    self._jsonl.append(record)
+    self.records.append(record)
+    self._writer(split).write(step, scalars)
     if self._bar is not None and split == 'train':
       self._bar.set_postfix_str(
           f"loss={scalars.get('loss_per_token', float('nan')):.4f} "
@@ -79,7 +103,7 @@ class MetricsWriter:
     else:
       print(message, flush=True)
 
-  def close(self) -> Optional[str]:
+  def close(self, plot: bool = True) -> Optional[str]:
     """Flushes everything and draws the loss plot; returns the plot's path."""
     if not self.enabled:
       return None
@@ -87,8 +111,9 @@ class MetricsWriter:
       self._bar.close()
     for writer in self._writers.values():
       writer.close()
+    self._writers = {}
     self._jsonl.close()
-    return plot_losses(self.model_dir)
+    return plot_losses(self.model_dir) if plot else None
 
 
 class _JsonLines:
@@ -107,16 +132,112 @@ class _JsonLines:
 
   def append(self, record: dict) -> None:
     line = json.dumps(record) + '\n'
-    if self._remote:
-      self._text += line
-      fs_utils.write_atomic(self.path, self._text)
-    else:
-      self._file.write(line)
-      self._file.flush()
+    with _naming(self.path):
+      if self._remote:
+        self._text += line
+        fs_utils.write_atomic(self.path, self._text)
+      else:
+        self._file.write(line)
+        self._file.flush()
 
   def close(self) -> None:
     if not self._remote:
       self._file.close()
+
+
+@contextlib.contextmanager
+def _naming(path: str):
+  """Adds the file's path to an OSError that lacks it (a full disk: 'No space left...')."""
+  try:
+    yield
+  except OSError as e:
+    if e.filename is None and e.errno is not None:
+      raise OSError(e.errno, e.strerror or str(e), path) from e
+    raise
+
+
+def _resume_records(path: str, start_step: int) -> list:
+  """The records of metrics.jsonl that a run resuming at `start_step` keeps, after
+  rewriting the file (atomically) to hold just those.
+
+  Steps after `start_step` are dropped: the resumed run does them again, so each step
+  keeps one record per split, the last run's. Earlier duplicates (files from before this
+  rule) keep their last record, and a line torn by a kill is dropped with a warning.
+  """
+  from etils import epath
+  file = epath.Path(path)
+  if not file.exists():
+    return []
+  text = file.read_text()
+  kept = {}
+  for number, line in enumerate(text.splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+      key = (int(record['step']), record['split'], tuple(sorted(record)))
+    except (ValueError, KeyError, TypeError) as e:
+      logging.warning('%s:%d: dropped an unreadable record (%s), probably torn by a kill.',
+                      path, number, e)
+      continue
+    if key[0] <= start_step:
+      kept.pop(key, None)  # a re-run's record replaces the earlier one, in its own place
+      kept[key] = record
+  records = list(kept.values())
+  new_text = ''.join(json.dumps(r) + '\n' for r in records)
+  if new_text != text:
+    fs_utils.write_atomic(path, new_text)
+  return records
+
+
+def _remove_empty_event_files(model_dir: str) -> None:
+  """Deletes zero-byte TensorBoard event files (a run killed before its first flush)."""
+  from etils import epath
+  folder = epath.Path(model_dir)
+  if not folder.is_dir():
+    return
+  for split in folder.iterdir():
+    if split.is_dir() and not split.name.startswith('checkpoint_'):
+      for events in split.glob('events.out.tfevents.*'):
+        if events.is_file() and events.stat().length == 0:
+          events.unlink()
+
+
+class EventFile:
+  """A TensorBoard event file written synchronously, record by record.
+
+  tensorboardX's SummaryWriter writes from a thread through a bounded queue: when that
+  thread dies (a full disk), the next writes block forever. Here a write error is raised
+  in the training loop instead. A resumed run starts with a purge marker, so TensorBoard
+  hides the earlier run's events from the resume step on.
+  """
+
+  def __init__(self, logdir: str, purge_step: Optional[int] = None, suffix: str = ''):
+    from tensorboardX.event_file_writer import EventsWriter
+    from tensorboardX.proto import event_pb2
+    from etils import epath
+    epath.Path(logdir).mkdir(parents=True, exist_ok=True)
+    self._event_pb2 = event_pb2
+    # The pid (and `suffix`) keep two writers started within the same second from sharing
+    # (truncating) a file.
+    self._events = EventsWriter(os.path.join(logdir, 'events'), f'.{os.getpid()}{suffix}')
+    if purge_step is not None:
+      self._events.write_event(event_pb2.Event(
+          step=purge_step, wall_time=time.time(),
+          session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
+    self._events.flush()
+
+  def write(self, step: int, scalars: dict) -> None:
+    from tensorboardX.summary import scalar
+    now = time.time()
+    with _naming(self._events._file_name):
+      for name, value in scalars.items():
+        self._events.write_event(self._event_pb2.Event(wall_time=now, step=step,
+                                                       summary=scalar(name, value)))
+      self._events.flush()
+
+  def close(self) -> None:
+    self._events.close()
 
 
 def plot_losses(model_dir: str) -> Optional[str]:

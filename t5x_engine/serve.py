@@ -16,22 +16,27 @@ requests decode together (serving.BatchedSampler).
 
 Every field a client sends is bounded, unknown fields are refused, and the only file
 name derived from a request is `<uuid>.json`, from a field that must parse as a UUID.
+Bodies, slow clients and Host headers are guarded by `http_guard`; non-finite numbers
+(NaN, Infinity) are refused, so session files are strict JSON; a session log folder that
+is full or read-only answers 503.
 """
 import asyncio
 import dataclasses
 import datetime
+import errno
+import logging
 import os
 import socket
 import threading
 import time
 import uuid
-from typing import Optional
+from typing import Iterable, Optional
 
 import fastapi
 import pydantic
 from fastapi import responses, staticfiles
 
-from t5x_engine import api, serving
+from t5x_engine import api, decoding, http_guard, serving
 from t5x_tasks import copoet_instructions, copoet_sessions
 
 WEB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'web', 'copoet')
@@ -41,28 +46,42 @@ MAX_INPUT_TOKENS = 64
 MAX_DECODE_LENGTH = 64
 # CoPoet's sampling protocol (eval/copoet.sh); no_repeat_ngram_size is not client-set.
 DEFAULTS = {'n': 5, 'temperature': 0.7, 'top_k': 5, 'top_p': 1.0}
+# Temperature 0 is greedy; sampled temperatures lie in MIN_TEMPERATURE..MAX_TEMPERATURE.
+# Below the floor a temperature only approximates greedy (and 1e-38 overflowed float32),
+# so it is refused with the allowed range rather than silently changed.
+MIN_TEMPERATURE = 0.01
+MAX_TEMPERATURE = 2.0
+MAX_TOP_K = decoding.K_MAX
 NO_REPEAT_NGRAM_SIZE = 2
 OVERSAMPLE = 2
 MAX_N = 10
 MAX_INSTRUCTION_CHARS = 300
 MAX_LINE_CHARS = 1000
-MAX_BODY_BYTES = 2 * 1024 * 1024
 
 _Text = pydantic.constr(max_length=MAX_LINE_CHARS)
 _Stamp = Optional[pydantic.constr(max_length=40)]
 
 
 class _Strict(pydantic.BaseModel):
-  model_config = pydantic.ConfigDict(extra='forbid')
+  # NaN and Infinity parse as JSON floats in Python; refused, so files stay strict JSON.
+  model_config = pydantic.ConfigDict(extra='forbid', allow_inf_nan=False)
 
 
 class SuggestRequest(_Strict):
   instruction: pydantic.constr(strip_whitespace=True, min_length=1,
                                max_length=MAX_INSTRUCTION_CHARS)
   n: pydantic.conint(ge=1, le=MAX_N) = DEFAULTS['n']
-  temperature: pydantic.confloat(ge=0.0, le=2.0) = DEFAULTS['temperature']
-  top_k: pydantic.conint(ge=0, le=100) = DEFAULTS['top_k']
+  temperature: pydantic.confloat(ge=0.0, le=MAX_TEMPERATURE) = DEFAULTS['temperature']
+  top_k: pydantic.conint(ge=0, le=MAX_TOP_K) = DEFAULTS['top_k']
   top_p: pydantic.confloat(gt=0.0, le=1.0) = DEFAULTS['top_p']
+
+  @pydantic.field_validator('temperature')
+  @classmethod
+  def _above_the_floor(cls, value: float) -> float:
+    if 0.0 < value < MIN_TEMPERATURE:
+      raise ValueError(f'{value} is below the floor {MIN_TEMPERATURE}: use 0 (greedy) or '
+                       f'{MIN_TEMPERATURE}..{MAX_TEMPERATURE}')
+    return value
 
 
 class Decode(_Strict):
@@ -135,24 +154,15 @@ def _error_message(exc: pydantic.ValidationError | fastapi.exceptions.RequestVal
   return '; '.join(parts)
 
 
-def create_app(sampler: serving.BatchedSampler, log_dir: str, model_name: str) -> fastapi.FastAPI:
-  """The FastAPI app: the page, /api/config, /api/suggest and /api/poems."""
-  app = fastapi.FastAPI(title='CoPoet', docs_url=None, redoc_url=None, openapi_url=None)
-  save_lock = threading.Lock()
+def create_app(sampler: serving.BatchedSampler, log_dir: str, model_name: str,
+               hosts: Iterable[str] = http_guard.LOOPBACK_HOSTS) -> fastapi.FastAPI:
+  """The FastAPI app: the page, /api/config, /api/suggest and /api/poems.
 
-  @app.middleware('http')
-  async def _bounded_bodies(request: fastapi.Request, call_next):
-    if request.method == 'POST':
-      length = request.headers.get('content-length')
-      if length is None:
-        return responses.JSONResponse({'detail': 'send a Content-Length header'}, 411)
-      if not length.isdigit() or int(length) > MAX_BODY_BYTES:
-        return responses.JSONResponse(
-            {'detail': f'request body over {MAX_BODY_BYTES} bytes'}, 413)
-    response = await call_next(request)
-    response.headers['Content-Security-Policy'] = "default-src 'self'"
-    response.headers['X-Content-Type-Options'] = 'nosniff'
-    return response
+  hosts: the Host names it answers to (see `http_guard.allowed_hosts`); others get 421.
+  """
+  app = fastapi.FastAPI(title='CoPoet', docs_url=None, redoc_url=None, openapi_url=None)
+  app.add_middleware(http_guard.Guard, hosts=frozenset(hosts))
+  save_lock = threading.Lock()
 
   @app.exception_handler(fastapi.exceptions.RequestValidationError)
   async def _bad_request(request, exc):
@@ -171,7 +181,8 @@ def create_app(sampler: serving.BatchedSampler, log_dir: str, model_name: str) -
             'defaults': DEFAULTS,
             'limits': {'n': MAX_N, 'instruction_chars': MAX_INSTRUCTION_CHARS,
                        'instruction_tokens': sampler.max_input_tokens,
-                       'temperature': 2.0, 'top_k': 100}}
+                       'temperature': MAX_TEMPERATURE, 'min_temperature': MIN_TEMPERATURE,
+                       'top_k': MAX_TOP_K}}
 
   @app.post('/api/suggest')
   async def suggest(body: SuggestRequest):
@@ -199,7 +210,18 @@ def create_app(sampler: serving.BatchedSampler, log_dir: str, model_name: str) -
       saved_at = _now()
       content = copoet_sessions.record(body.model_dump(mode='json'), model=model_name,
                                        saved_at=saved_at, previous=previous)
-      copoet_sessions.save(log_dir, content)
+      try:
+        copoet_sessions.save(log_dir, content)
+      except OSError as e:
+        # The operator's log says where; the client (perhaps remote) learns what went
+        # wrong but not the server's folder layout.
+        logging.error('could not save a session to %s: %s', path, e)
+        # The standard text of the error number: e.strerror may hold a path.
+        cause = (f'{os.strerror(e.errno)} [{errno.errorcode[e.errno]}]'
+                 if e.errno in errno.errorcode else type(e).__name__)
+        raise fastapi.HTTPException(
+            503, f'the session could not be saved: the server\'s session log folder '
+            f'refused the write ({cause}); try again later') from None
     return {'uid': content['uid'], 'submitted': content['submitted'], 'saved_at': saved_at,
             'file': os.path.basename(path)}
 
@@ -210,7 +232,6 @@ def load_model(checkpoint: str, vocabulary: Optional[str] = None,
                param_dtype: Optional[str] = None) -> api.Model:
   """`api.load(checkpoint)` with a SentencePiece vocabulary: `vocabulary` (a
   spiece.model file) when given, else the one that came with the model."""
-  import logging
   logging.getLogger('absl').setLevel(logging.ERROR)  # orbax's notes on restore: keep quiet
   if vocabulary and not os.path.isfile(vocabulary):
     raise FileNotFoundError(f'--vocabulary {vocabulary}: no such file; give a SentencePiece '
@@ -227,11 +248,13 @@ def load_model(checkpoint: str, vocabulary: Optional[str] = None,
 def serve(checkpoint: str, *, host: str = '127.0.0.1', port: int = 8080,
           log_dir: str = 'copoet_sessions', max_rows: int = 64,
           param_dtype: Optional[str] = None, seed: Optional[int] = None,
-          vocabulary: Optional[str] = None) -> None:
-  """Loads the model, compiles the default decode, and serves until interrupted."""
-  import uvicorn
+          vocabulary: Optional[str] = None, allowed_host: Iterable[str] = ()) -> None:
+  """Loads the model, compiles the decode, and serves until interrupted.
 
+  allowed_host: Host names answered besides the loopback ones and `host` (--allowed_host).
+  """
   serving.check_max_rows(max_rows)  # bad flags and a busy port fail before the slow load
+  hosts = http_guard.allowed_hosts(host, allowed_host)
   sock = bind(host, port)
   model = load_model(checkpoint, vocabulary, param_dtype)
   sampler = serving.BatchedSampler(model, max_rows=max_rows,
@@ -239,14 +262,13 @@ def serve(checkpoint: str, *, host: str = '127.0.0.1', port: int = 8080,
   seconds = sampler.warm_up(sampling_settings())
   log_dir = os.path.abspath(log_dir)
   os.makedirs(log_dir, exist_ok=True)
-  app = create_app(sampler, log_dir, model.source or checkpoint)
+  app = create_app(sampler, log_dir, model.source or checkpoint, hosts)
   print(f'compiled the decode in {seconds:.1f} s; sessions are saved to {log_dir}')
-  if host not in ('127.0.0.1', 'localhost', '::1'):
-    print(f'note: {host} lets anyone who reaches it use the model and save sessions here; '
-          'the page has no login.')
+  for line in http_guard.startup_notes(host, hosts):
+    print(line)
   print(f'serving {model.source or checkpoint} at http://{host}:{sock.getsockname()[1]}/ '
         '(Ctrl-C stops)', flush=True)
-  uvicorn.Server(uvicorn.Config(app, log_level='warning')).run(sockets=[sock])
+  http_guard.make_server(app).run(sockets=[sock])
   sampler.close()
 
 

@@ -5,14 +5,17 @@
     future.result().texts   # 10 sampled texts
 
 One worker thread owns the model. It takes the oldest pending request, then every other
-pending request with the same `Settings` (up to `max_rows` rows), and decodes them as one
-`decoding.generate` call; requests that arrive during a decode wait for the next one, so
-under load each decode holds whatever queued meanwhile. Every sample is its own row
-(`num_decodes=1`), so requests with different row counts share a batch.
+pending request with the same decode length and n-gram rule (up to `max_rows` rows), and
+decodes them as one `decoding.generate_sampled` call; requests that arrive during a
+decode wait for the next one, so under load each decode holds whatever queued meanwhile.
+Every sample is its own row with its own temperature, top-k and top-p, so requests with
+different row counts and different sampling settings share a batch.
 
 Shapes are fixed so that XLA compiles a handful of programs, not one per request:
 encoder inputs are always `max_input_tokens` long and the row count is rounded up to a
-power of two (>= 8). Padding rows are all-zero inputs, which the decoder skips.
+power of two (>= 8); the sampling settings are arrays, not constants of the program, so
+`warm_up` compiles every program the sampler will ever run. Padding rows are all-zero
+inputs, which the decoder skips.
 """
 import concurrent.futures
 import dataclasses
@@ -34,12 +37,18 @@ MIN_ROWS = 8
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-  """Sampling settings; requests batch together only when theirs are equal."""
+  """Sampling settings. Requests batch together when their `batch_key` is equal: the
+  temperature, top-k and top-p are per row; top_k is at most decoding.K_MAX."""
   temperature: float = 1.0
   top_k: int = 0
   top_p: float = 1.0
   no_repeat_ngram_size: int = 0
   max_decode_length: int = 64
+
+  @property
+  def batch_key(self) -> tuple[int, int]:
+    """What must be equal for two requests to share a decode (a static of the program)."""
+    return self.no_repeat_ngram_size, self.max_decode_length
 
 
 @dataclasses.dataclass
@@ -126,6 +135,8 @@ class BatchedSampler:
     if not 1 <= rows <= self.max_rows:
       raise ValueError(f'rows={rows}: use 1..{self.max_rows}')
     decoding.DecodeOptions(decode='sample', **dataclasses.asdict(settings)).validate()
+    if settings.top_k > decoding.K_MAX:
+      raise ValueError(f'top_k={settings.top_k}: use 0..{decoding.K_MAX} (0 = off)')
     request = _Request(self.encode(prompt), rows, settings, concurrent.futures.Future())
     with self._lock:
       if self._pending >= self.max_pending:
@@ -135,7 +146,8 @@ class BatchedSampler:
     return request.future
 
   def warm_up(self, settings: Settings) -> float:
-    """Compiles the decode of every row bucket for `settings`; returns the seconds taken."""
+    """Compiles the decode of every row bucket (for every temperature, top-k and top-p,
+    and the length and n-gram rule of `settings`); returns the seconds taken."""
     start, rows = time.perf_counter(), MIN_ROWS
     while rows <= self.max_rows:
       self.submit('warm up', rows, settings).result()
@@ -168,7 +180,7 @@ class BatchedSampler:
           request.future.set_result(result)
 
   def _next_batch(self) -> Optional[list[_Request]]:
-    """The oldest request plus every pending one with its settings that fits max_rows."""
+    """The oldest request plus every pending one with its batch key that fits max_rows."""
     if not self._carry:
       first = self._queue.get()
       if first is None:
@@ -183,9 +195,9 @@ class BatchedSampler:
         self._queue.put(None)  # close after this batch
         break
       self._carry.append(item)
-    settings, batch, rest, rows = self._carry[0].settings, [], [], 0
+    key, batch, rest, rows = self._carry[0].settings.batch_key, [], [], 0
     for request in self._carry:
-      if request.settings == settings and rows + request.rows <= self.max_rows:
+      if request.settings.batch_key == key and rows + request.rows <= self.max_rows:
         batch.append(request)
         rows += request.rows
       else:
@@ -195,16 +207,25 @@ class BatchedSampler:
 
   def _decode(self, batch: Sequence[_Request]) -> list[Result]:
     rows = sum(r.rows for r in batch)
-    enc = np.zeros((row_bucket(rows, self.max_rows), self.max_input_tokens), np.int32)
+    bucket = row_bucket(rows, self.max_rows)
+    enc = np.zeros((bucket, self.max_input_tokens), np.int32)
+    # Padding rows decode greedily (and not at all: their inputs are all padding).
+    temperature, top_p = np.zeros(bucket, np.float32), np.ones(bucket, np.float32)
+    top_k = np.zeros(bucket, np.int32)
     row = 0
     for request in batch:
-      enc[row:row + request.rows, :len(request.tokens)] = request.tokens
+      rows_of = slice(row, row + request.rows)
+      enc[rows_of, :len(request.tokens)] = request.tokens
+      temperature[rows_of] = request.settings.temperature
+      top_k[rows_of], top_p[rows_of] = request.settings.top_k, request.settings.top_p
       row += request.rows
-    options = decoding.DecodeOptions(decode='sample', seed=next(self._seeds),
-                                     **dataclasses.asdict(batch[0].settings))
+    settings = batch[0].settings
     start = time.perf_counter()
-    tokens, _ = decoding.generate(self._module, self.model.params, enc, options)
-    tokens = np.asarray(tokens)[:, 0]
+    tokens, _ = decoding.generate_sampled(
+        self._module, self.model.params, enc, temperature, top_k, top_p,
+        seed=next(self._seeds), max_decode_length=settings.max_decode_length,
+        no_repeat_ngram_size=settings.no_repeat_ngram_size)
+    tokens = np.asarray(tokens)
     decode_ms = (time.perf_counter() - start) * 1000.0
     self.decodes += 1
     results, row = [], 0

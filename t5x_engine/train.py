@@ -13,6 +13,7 @@ import numpy as np
 
 from t5x_engine import checkpoints, fs_utils, metrics_writer, model_config, models, partitioning
 from t5x_engine import trainer as trainer_lib
+from t5x_engine import run_checks
 from t5x_engine import utils
 
 GetDatasetFn = Callable[..., Iterator[dict]]
@@ -43,7 +44,11 @@ def train(*, model: models.EncoderDecoderModel, train_dataset_cfg: utils.Dataset
   batches; the default reads the SeqIO task named in `cfg`.
   Every `infer_eval_period` steps the tasks of `infer_eval_dataset_cfg` are decoded with
   `decode_options` and scored with their SeqIO metrics (as `t5x eval` does).
+  A resumed run keeps metrics.jsonl's records up to its checkpoint only, and first runs
+  the evaluations of that step if a kill cut them off, so its records are an uninterrupted
+  run's. A failed checkpoint save ends the run at the next step (CheckpointSaveError).
   """
+  run_checks.check_train(total_steps, train_dataset_cfg, train_eval_dataset_cfg)
   if nan_policy not in _NAN_POLICIES:
     raise ValueError(f'train.nan_policy={nan_policy!r}; use one of {_NAN_POLICIES}')
   model_dir = fs_utils.resolve(model_dir)  # local, or gs:// on a pod
@@ -60,51 +65,93 @@ def train(*, model: models.EncoderDecoderModel, train_dataset_cfg: utils.Dataset
   save_cfg = checkpoint_cfg.save
   ckpt = checkpoints.TrainCheckpointer(model_dir, keep=save_cfg.keep if save_cfg else None,
                                        use_async=bool(save_cfg and save_cfg.use_async))
-  state, input_position = _restore_or_init(trainer, ckpt, checkpoint_cfg, random_seed)
-  start = int(state.step)
-  if start >= total_steps:
-    print(f'{model_dir} is already at step {start} >= TRAIN_STEPS={total_steps}; nothing to do. '
-          'Raise TRAIN_STEPS or choose another MODEL_DIR.', flush=True)
-    ckpt.close()
-    return state
+  writer = None
+  try:
+    state, input_position = _restore_or_init(trainer, ckpt, checkpoint_cfg, random_seed)
+    start = int(state.step)
+    writer = metrics_writer.MetricsWriter(model_dir, start, total_steps,
+                                          show_progress and start < total_steps)
 
-  batches = get_dataset_fn(train_dataset_cfg, num_epochs=None, skip_batches=input_position)
-  writer = metrics_writer.MetricsWriter(model_dir, start, total_steps, show_progress)
-  mesh = ' x '.join(f'{k}={v}' for k, v in partitioner.mesh.shape.items())
-  writer.log(f'training {model_dir} from step {start} to {total_steps} on mesh {mesh}')
-  dropout_rng = jax.random.fold_in(jax.random.PRNGKey(random_seed), 1)
-  window, pending, skipped = [], None, 0
-  for step in range(start, total_steps):
-    batch = _global_batch(partitioner, next(batches))
-    state, metrics = trainer.train_step(state, batch, dropout_rng)
-    input_position += 1
-    # Check the previous step's loss after this one is queued, so the device never idles.
-    if pending is not None:
-      skipped += _check_finite(pending, nan_policy)
-    pending = (step + 1, metrics)
-    window.append(metrics)
-    done = step + 1
-    if done % stats_period == 0 or done == total_steps:
-      skipped += _check_finite(pending, nan_policy)
-      pending = None
-      sums = jax.device_get(window)
-      _log_train(writer, done, sums, skipped)
-      window = []
-    if save_cfg and save_cfg.period and (done % save_cfg.period == 0 or done == total_steps):
-      ckpt.save(done, state.params, state.opt_state, input_position)
-    if train_eval_dataset_cfg is not None and eval_period and (
-        done % eval_period == 0 or done == total_steps):
-      scalars = evaluate(trainer, state.params, train_eval_dataset_cfg, get_dataset_fn, eval_steps)
-      writer.write(done, 'training_eval', scalars)
-    if infer_eval_dataset_cfg is not None and infer_eval_period and (
-        done % infer_eval_period == 0 or done == total_steps):
-      _infer_eval(writer, model, state.params, infer_eval_dataset_cfg, decode_options, done)
-  ckpt.wait()
-  ckpt.close()
+    def due(step: int, period: Optional[int]) -> bool:
+      return bool(period) and (step % period == 0 or step == total_steps)
+
+    def evaluate_step(step: int, params: Any, only_missing: bool = False) -> None:
+      if train_eval_dataset_cfg is not None and due(step, eval_period) and (
+          not only_missing or _missing(writer, step, 'training_eval')):
+        scalars = evaluate(trainer, params, train_eval_dataset_cfg, get_dataset_fn, eval_steps)
+        writer.write(step, 'training_eval', scalars)
+      if infer_eval_dataset_cfg is not None and due(step, infer_eval_period) and (
+          not only_missing or _missing(writer, step, 'infer_eval')):
+        _infer_eval(writer, model, params, infer_eval_dataset_cfg, decode_options, step)
+
+    if start > 0:  # a kill between a save and its evaluation: evaluate that step first
+      evaluate_step(start, state.params, only_missing=True)
+    if start >= total_steps:
+      ckpt.close()
+      plot = writer.close()  # a kill after the final save left no plot
+      writer.log(f'{model_dir} is already at step {start} >= TRAIN_STEPS={total_steps}; '
+                 f'nothing to train ({plot or "no plot"}). Raise TRAIN_STEPS or choose another '
+                 'MODEL_DIR.')
+      return state
+
+    batches = get_dataset_fn(train_dataset_cfg, num_epochs=None, skip_batches=input_position)
+    mesh = ' x '.join(f'{k}={v}' for k, v in partitioner.mesh.shape.items())
+    writer.log(f'training {model_dir} from step {start} to {total_steps} on mesh {mesh}')
+    dropout_rng = jax.random.fold_in(jax.random.PRNGKey(random_seed), 1)
+    # skipped_steps counts over the whole run, so a resumed run continues the count.
+    window, pending = [], None
+    skipped = int(writer.last_value(start, 'train', 'skipped_steps'))
+    for step in range(start, total_steps):
+      batch = _global_batch(partitioner, next(batches))
+      state, metrics = trainer.train_step(state, batch, dropout_rng)
+      input_position += 1
+      ckpt.check()  # a failed background save stops the run now, not at the next save
+      # Check the previous step's loss after this one is queued, so the device never idles.
+      if pending is not None:
+        skipped += _check_finite(pending, nan_policy)
+      pending = (step + 1, metrics)
+      window.append(metrics)
+      done = step + 1
+      saving = bool(save_cfg) and due(done, save_cfg.period)
+      # A window also ends at each save, where a resumed run starts its first window: the
+      # records of resumed and uninterrupted runs are then the same.
+      if done % stats_period == 0 or done == total_steps or saving:
+        skipped += _check_finite(pending, nan_policy)
+        pending = None
+        sums = jax.device_get(window)
+        _log_train(writer, done, sums, skipped)
+        window = []
+      if saving:
+        ckpt.save(done, state.params, state.opt_state, input_position)
+      evaluate_step(done, state.params)
+    ckpt.close()
+  except BaseException:
+    _close_after_error(ckpt, writer)
+    raise
   plot = writer.close()
   saved = f'checkpoint_{total_steps}/, ' if save_cfg and save_cfg.period else ''
   writer.log(f'done: {model_dir} ({saved}metrics.jsonl, {plot})')
   return state
+
+
+def _missing(writer: metrics_writer.MetricsWriter, step: int, split: str) -> bool:
+  """Whether MODEL_DIR's metrics.jsonl lacks `split` at `step`; process 0 decides for all,
+  as evaluating takes every host."""
+  missing = writer.enabled and not writer.has(step, split)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    missing = bool(multihost_utils.broadcast_one_to_all(np.int32(missing)))
+  return missing
+
+
+def _close_after_error(ckpt: checkpoints.TrainCheckpointer, writer) -> None:
+  """Lets a save in flight finish and closes the files, without hiding the first error."""
+  closers = [ckpt.close] + ([lambda: writer.close(plot=False)] if writer is not None else [])
+  for close in closers:
+    try:
+      close()
+    except Exception as e:  # noqa: BLE001 -- the error being raised matters more
+      logging.error('while stopping after an error: %s', checkpoints.describe_error(e))
 
 
 def evaluate(trainer: trainer_lib.Trainer, params: Any, cfg: utils.DatasetConfig,
@@ -149,7 +196,7 @@ def _infer_eval(writer, model, params, cfg: utils.DatasetConfig, decode_options,
   metrics = evaluation.evaluate_params(
       model.module, params, cfg.mixture_or_task_name, cfg.task_feature_lengths,
       writer.model_dir, step, split=cfg.split, batch_size=cfg.batch_size,
-      decode_options=decode_options or decoding.DecodeOptions())
+      decode_options=decode_options or decoding.DecodeOptions(), records=False)
   for task, values in metrics.items():
     writer.write(step, 'infer_eval', {f'{task}/{k}': v for k, v in values.items()
                                           if isinstance(v, float)})

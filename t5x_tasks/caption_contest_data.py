@@ -28,7 +28,6 @@ them (first description and links HIT per contest) when present, else from the c
 alone. Their instance ids are `{contest_number}_{index}` (the hub's ids are hashes we cannot
 rebuild), so score official prediction files against the hub rows.
 """
-import json
 import os
 import re
 from typing import Any, Dict, List, Optional
@@ -148,22 +147,28 @@ def _annotations(folder: str, fold: int) -> Dict[str, Dict[str, Any]]:
   for sub in ('', 'annotations_per_split', os.path.join('..', 'annotations_per_split')):
     path = os.path.join(folder, sub, ANNOTATIONS_FILE.format(fold))
     if tf.io.gfile.exists(path):
-      with tf.io.gfile.GFile(path) as f:
-        data = json.load(f)
+      data = jsonl.load_json(path)
+      if not isinstance(data, dict):
+        raise ValueError(f'{path}: expected a JSON object of contest number -> annotations, '
+                         f'got {type(data).__name__}.')
       break
   else:
     return {}
   parts = {}
   for number, contest in data.items():
-    hits = contest.get('mturk_annotations', contest)
-    # Validation and test contests have exactly one HIT of each kind; for train the first.
-    desc = (hits.get('description_hit') or [{}])[0]
-    links = (hits.get('links_hit') or [{}])[0]
-    parts[str(number)] = {
-        'scene': links.get('image_location') or '',
-        'description': desc.get('image_description') or '',
-        'uncanny': desc.get('image_uncanny_description') or '',
-        'entities': [links[k] for k in sorted(links) if k.startswith('link_') and links[k]]}
+    try:
+      hits = contest.get('mturk_annotations', contest)
+      # Validation and test contests have exactly one HIT of each kind; for train the first.
+      desc = (hits.get('description_hit') or [{}])[0]
+      links = (hits.get('links_hit') or [{}])[0]
+      parts[str(number)] = {
+          'scene': links.get('image_location') or '',
+          'description': desc.get('image_description') or '',
+          'uncanny': desc.get('image_uncanny_description') or '',
+          'entities': [links[k] for k in sorted(links) if k.startswith('link_') and links[k]]}
+    except (AttributeError, TypeError, KeyError, IndexError):
+      raise ValueError(f'{path}: contest {number!r}: expected an object whose '
+                       '"description_hit" and "links_hit" are lists of objects.') from None
   return parts
 
 
@@ -200,11 +205,7 @@ def read_original(path: str, kind: str, split: str, fold: Optional[int] = None) 
   from_description comes from the per-split annotations of split `fold` (default: the
   `split=K` in the file name, else 0) next to the file, when present.
   """
-  with tf.io.gfile.GFile(path) as f:
-    try:
-      data = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f'{path}: not valid JSON ({e.msg}, line {e.lineno}).') from None
+  data = jsonl.load_json(path)
   key = 'val' if split == 'validation' else split
   if not isinstance(data, dict) or not isinstance(data.get(key), list):
     raise ValueError(f'{path}: missing list "{key}" (expected an object with train/val/test).')

@@ -1,43 +1,73 @@
 """New Yorker caption contest metrics and the scorer of official prediction files.
 
-`score(task, predictions_files, data_dir)` is "t5x score caption --task matching|ranking|
-explanation --predictions FILE... --data DIR". A prediction file is the official
-`{instance_id: prediction}` JSON object of one cross-validation split's test set. A file
-whose name contains `split=K`, `split_K`, `split-K` or `splitK` (any case) is split K;
-any other file is split i, its 0-based position among the files given. Each file's ids
-must be exactly its split's reference ids; otherwise the error says how many are missing
-and extra, and which (first few). The result has each split's metrics and their mean over
-the splits given (the paper reports the mean over all five).
+`score(task, predictions_files, data_dir, mode=...)` is "t5x score caption --task
+matching|ranking|explanation --predictions FILE... --data DIR --mode paper|lenient". A
+prediction file is the official `{instance_id: prediction}` JSON object (or `t5x infer`'s
+JSON Lines). Results are percentages (0-100; the official script prints accuracies and
+ROUGE-L as fractions, BLEU as a percentage).
 
-Metrics (percentages, 0-100):
+Metrics:
   matching    accuracy. Random is 20% (5 choices); a Llama-2 70B QLoRA model reached
               78.98% on split 0's test set (n = 528).
   ranking     accuracy over all pairs; NYAcc over pairs whose funnier caption is an official
               New Yorker finalist (`winner_source` 'official_winner') and CrowdAcc over
-              those where it won the crowd vote ('crowd_winner'), as the official
-              eval_crossval.py splits them. Random is 50%.
-  explanation corpus BLEU-4 (sacrebleu.corpus_bleu, its defaults: 13a tokens, exp
-              smoothing, one reference) and ROUGE-L (rouge_score F-measure with Porter
-              stemming, mean over examples). Both run offline. The official script loads
-              them through `evaluate` (ROUGE-L without stemming, bootstrap median); empty
-              predictions are scored here (as 0) where it skips the split; `n_empty` counts them.
+              those where it won the crowd vote ('crowd_winner'). Random is 50%.
+  explanation corpus BLEU-4 (sacrebleu.corpus_bleu with its defaults: 13a tokens, case kept,
+              exp smoothing, one reference) and ROUGE-L F-measure (rouge_score, whose
+              tokenizer lowercases and splits on anything but a-z0-9). Both run offline.
 
-A matching/ranking prediction is read as a letter after stripping spaces and case, also
-when followed by ')', '.' or ':' ("C) Stop me..."); the official script compares raw strings,
-which is the same for bare letters.
+Modes:
+  paper (default) reproduces the official eval_crossval.py of the corpus, quirks included:
+    - all files are merged into one {id: prediction} map (a later file's prediction wins
+      for an id given twice), whatever their names; each of the 5 splits is scored when the
+      map holds all its reference ids and skipped (and listed, with the reason) otherwise.
+      Ids in no scored split are ignored, as there; the result counts them (`n_unused`).
+    - a prediction is right when it equals the label exactly: 'c' or 'C ' for 'C' is wrong.
+    - an empty set of pairs gives nan (a split without official winners has NYAcc nan),
+      and nan carries into the mean over splits.
+    - explanation: a split with any empty ('') prediction is skipped. ROUGE-L is `evaluate`'s
+      'rouge' default: no stemming, and the 'mid' (median) of rouge_score's
+      BootstrapAggregator: 1000 resamples of the examples, the median of their mean
+      F-measures. Its draws come from numpy's global generator, which the script seeds
+      with 1 but then walks the examples in Python set order, which hash randomisation
+      changes on every run, so the official value itself moves by the bootstrap's noise
+      (a standard deviation of 0.04 points on a simulated 130-example split). Here each
+      split is resampled from seed 1 in reference order, so the value is reproducible.
+  lenient is this project's earlier scorer:
+    - one file per split: a file whose name contains `split=K`, `split_K`, `split-K` or
+      `splitK` (any case) is split K, any other file is split i, its 0-based position among
+      the files; its ids must be exactly its split's reference ids, else an error says how
+      many, and which, are missing and extra.
+    - a prediction is read as a letter after stripping spaces and case, also when followed
+      by ')', '.' or ':' ("c", " C) Stop me..." are 'C').
+    - an empty set of pairs gives None, and the mean leaves it out.
+    - explanation: empty predictions are scored (as 0) and counted (`n_empty`); ROUGE-L is
+      the plain mean over examples with Porter stemming.
+In both modes the mean is over the splits scored (the official script prints none unless
+all five are; the paper reports that one), and no split to score is an error (the official
+script then prints an empty table).
 """
 import json
+import math
 import os
 import re
 import statistics
 from typing import Any, Dict, List, Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from t5x_tasks import caption_contest_data, jsonl
 
+MODES = ('paper', 'lenient')
+BOOTSTRAP_SEED = 1  # eval_crossval.py's np.random.seed(1)
 _SPLIT_IN_NAME = re.compile(r'split[=_-]?(\d)', re.IGNORECASE)
 _SHOW = 5  # ids listed in an id-mismatch message
+
+
+def _check_mode(mode: str) -> None:
+  if mode not in MODES:
+    raise ValueError(f'unknown mode {mode!r}; modes: {", ".join(MODES)}.')
 
 
 def normalize_choice(prediction: str, letters: str = 'ABCDE') -> str:
@@ -49,18 +79,28 @@ def normalize_choice(prediction: str, letters: str = 'ABCDE') -> str:
   return text
 
 
-def accuracy(labels: Sequence[str], predictions: Sequence[str]) -> Optional[float]:
-  """Percent of predictions (normalize_choice) equal to their label; None when empty."""
+def accuracy(labels: Sequence[str], predictions: Sequence[str],
+             mode: str = 'paper') -> Optional[float]:
+  """Percent of predictions equal to their label.
+
+  paper: the raw prediction must equal the label; nan when there are no pairs.
+  lenient: compared after normalize_choice; None when there are no pairs.
+  """
+  _check_mode(mode)
   if len(labels) != len(predictions):
     raise ValueError(f'{len(labels)} labels but {len(predictions)} predictions.')
   if not labels:
-    return None
-  hits = sum(normalize_choice(p) == l for l, p in zip(labels, predictions))
+    return math.nan if mode == 'paper' else None
+  if mode == 'paper':
+    hits = sum(p == l for l, p in zip(labels, predictions))
+  else:
+    hits = sum(normalize_choice(p) == l for l, p in zip(labels, predictions))
   return 100.0 * hits / len(labels)
 
 
 def bleu(references: Sequence[str], predictions: Sequence[str]) -> float:
-  """Corpus BLEU-4 (0-100) of predictions against one reference each (sacrebleu defaults)."""
+  """Corpus BLEU-4 (0-100) of predictions against one reference each (sacrebleu defaults,
+  as `evaluate`'s 'sacrebleu' computes it; the same in both modes)."""
   try:
     import sacrebleu
   except ImportError:
@@ -68,22 +108,49 @@ def bleu(references: Sequence[str], predictions: Sequence[str]) -> float:
   return sacrebleu.corpus_bleu(list(predictions), [list(references)]).score
 
 
-def rouge_l(references: Sequence[str], predictions: Sequence[str], stem: bool = True) -> float:
-  """Mean ROUGE-L F-measure (0-100) over examples (rouge_score, Porter stemming)."""
-  from rouge_score import rouge_scorer
-  scorer = rouge_scorer.RougeScorer(['rougeL'], use_stemmer=stem)
-  scores = [scorer.score(r, p)['rougeL'].fmeasure for r, p in zip(references, predictions)]
-  return 100.0 * statistics.fmean(scores) if scores else 0.0
+def rouge_l(references: Sequence[str], predictions: Sequence[str],
+            mode: str = 'paper') -> float:
+  """ROUGE-L F-measure (0-100) of predictions against one reference each.
+
+  paper: `evaluate`'s 'rouge' defaults, no stemming, the median of rouge_score's 1000
+    bootstrap means (BootstrapAggregator 'mid'), drawn from seed BOOTSTRAP_SEED; nan when
+    there are no examples.
+  lenient: the mean over examples with Porter stemming; 0 when there are no examples.
+  """
+  _check_mode(mode)
+  from rouge_score import rouge_scorer, scoring
+  scorer = rouge_scorer.RougeScorer(['rougeL'], use_stemmer=mode == 'lenient')
+  scores = [scorer.score(r, p) for r, p in zip(references, predictions)]
+  if mode == 'lenient':
+    return 100.0 * statistics.fmean(s['rougeL'].fmeasure for s in scores) if scores else 0.0
+  if not scores:
+    return math.nan
+  aggregator = scoring.BootstrapAggregator()
+  for s in scores:
+    aggregator.add_scores(s)
+  # The aggregator draws from numpy's global generator: seed it for a reproducible value,
+  # then give the caller's generator state back.
+  state = np.random.get_state()
+  np.random.seed(BOOTSTRAP_SEED)
+  try:
+    return 100.0 * float(aggregator.aggregate()['rougeL'].mid.fmeasure)
+  finally:
+    np.random.set_state(state)
 
 
 def seqio_accuracy(targets: Sequence[str], predictions: Sequence[str]) -> Dict[str, float]:
-  """SeqIO metric of the matching and ranking tasks: {'accuracy': percent}."""
-  return {'accuracy': accuracy(list(targets), list(predictions)) or 0.0}
+  """SeqIO metric of the matching and ranking tasks: {'accuracy': percent}, lenient: the
+  decoded text passes through the vocabulary (which may drop capitals), so this is
+  model-selection feedback; the paper's figure is `t5x score caption` on prediction files."""
+  return {'accuracy': accuracy(list(targets), list(predictions), 'lenient') or 0.0}
 
 
 def seqio_bleu_rouge(targets: Sequence[str], predictions: Sequence[str]) -> Dict[str, float]:
-  """SeqIO metric of the explanation tasks: {'bleu': BLEU-4, 'rougeL': ROUGE-L F}."""
-  return {'bleu': bleu(targets, predictions), 'rougeL': rouge_l(targets, predictions)}
+  """SeqIO metric of the explanation tasks: {'bleu': BLEU-4, 'rougeL': ROUGE-L F}, lenient
+  (stemmed mean, no bootstrap noise between evals); the paper's figure is `t5x score
+  caption`."""
+  return {'bleu': bleu(targets, predictions),
+          'rougeL': rouge_l(targets, predictions, 'lenient')}
 
 
 def read_predictions(path: str) -> Dict[str, str]:
@@ -107,11 +174,7 @@ def read_predictions(path: str) -> Dict[str, str]:
 
 
 def _read_json(path: str):
-  with tf.io.gfile.GFile(path) as f:
-    try:
-      data = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f'{path}: not valid JSON ({e.msg}, line {e.lineno}).') from None
+  data = jsonl.load_json(path)  # a BOM allowed, errors name path:line
   if not isinstance(data, dict):
     raise ValueError(f'{path}: expected a JSON object {{instance_id: prediction}}, got '
                      f'{type(data).__name__}.')
@@ -119,8 +182,8 @@ def _read_json(path: str):
 
 
 def split_of(path: str, position: int) -> int:
-  """The cross-validation split of a prediction file: `split=K` etc. in its name, else
-  `position` (its 0-based place among the files given)."""
+  """The cross-validation split of a prediction file in lenient mode: `split=K` etc. in its
+  name, else `position` (its 0-based place among the files given)."""
   match = _SPLIT_IN_NAME.search(os.path.basename(path))
   return int(match.group(1)) if match else position
 
@@ -143,47 +206,68 @@ def check_ids(path: str, predictions: Dict[str, str], rows: List[dict], what: st
     if extra:
       parts.append(f'{len(extra)} extra ids not in the references ({_first(extra)})')
     raise ValueError(f'{path}: ids do not match {what}: {"; ".join(parts)}. Name the file '
-                     'with its split (split=K) or give the files in split order.')
+                     'with its split (split=K) or give the files in split order '
+                     '(or use --mode paper, which takes any files covering the splits).')
 
 
-def score_split(task: str, predictions: Dict[str, str], rows: List[dict]) -> Dict[str, Any]:
+def score_split(task: str, predictions: Dict[str, str], rows: List[dict],
+                mode: str = 'paper') -> Dict[str, Any]:
   """Metrics of one split's predictions (ids already checked) against its reference rows."""
+  _check_mode(mode)
   preds = [predictions[r['instance_id']] for r in rows]
   labels = [r['label'] for r in rows]
   if task == 'matching':
-    return {'accuracy': accuracy(labels, preds), 'n': len(rows)}
+    return {'accuracy': accuracy(labels, preds, mode), 'n': len(rows)}
   if task == 'ranking':
-    result = {'accuracy': accuracy(labels, preds), 'n': len(rows)}
+    result = {'accuracy': accuracy(labels, preds, mode), 'n': len(rows)}
     for name, source in (('nyacc', 'official_winner'), ('crowdacc', 'crowd_winner')):
       pairs = [(l, p) for l, p, r in zip(labels, preds, rows) if r['winner_source'] == source]
-      result[name] = accuracy([l for l, _ in pairs], [p for _, p in pairs])
+      result[name] = accuracy([l for l, _ in pairs], [p for _, p in pairs], mode)
       result[f'n_{name[:-3]}'] = len(pairs)
     return result
   if task == 'explanation':
-    return {'bleu': bleu(labels, preds), 'rougeL': rouge_l(labels, preds), 'n': len(rows),
-            'n_empty': sum(not p.strip() for p in preds)}
+    empty = sum(not p for p in preds) if mode == 'paper' else sum(not p.strip() for p in preds)
+    return {'bleu': bleu(labels, preds), 'rougeL': rouge_l(labels, preds, mode),
+            'n': len(rows), 'n_empty': empty}
   raise ValueError(f'unknown task {task!r}; tasks: {", ".join(caption_contest_data.KINDS)}.')
 
 
 def score(task: str, predictions_files: Sequence[str], data_dir: Optional[str] = None,
-          eval_split: str = 'test') -> Dict[str, Any]:
-  """Scores official prediction files, one per cross-validation split.
+          eval_split: str = 'test', mode: str = 'paper') -> Dict[str, Any]:
+  """Scores official prediction files (see the module docstring for the two modes).
 
   Args:
     task: str, 'matching', 'ranking' or 'explanation'.
-    predictions_files: sequence of str, `{instance_id: prediction}` JSON files; the split of
-      each from its name (split=K, splitK, ...) or else its position.
+    predictions_files: sequence of str, `{instance_id: prediction}` JSON (or JSON Lines)
+      files. paper: merged, any split layout; lenient: one per split, the split of each
+      from its name (split=K, splitK, ...) or else its position.
     data_dir: str, the data folder (caption_contest_data layout); default data_dir().
     eval_split: str, the split scored against ('test', as in the paper, or 'validation').
+    mode: str, 'paper' (the official eval_crossval.py, default) or 'lenient'.
   Returns:
-    {'task', 'eval_split', 'files': {K: path}, 'splits': {K: metrics}, 'mean': metrics
-    averaged over the splits given (None where no split has a value; counts `n*` summed),
-    'n_splits'}.
+    {'task', 'eval_split', 'mode', 'files': {K: path(s)}, 'splits': {K: metrics},
+    'skipped': {K: reason} (paper mode), 'n_unused' and 'n_overridden' (paper mode: ids in
+    no scored split, ids given again with another prediction), 'mean': metrics averaged
+    over the scored splits (counts `n*` summed), 'n_splits'}.
+  Raises:
+    ValueError when no split can be scored, or (lenient) a file's ids do not match.
   """
   if task not in caption_contest_data.KINDS:
     raise ValueError(f'unknown task {task!r}; tasks: {", ".join(caption_contest_data.KINDS)}.')
+  _check_mode(mode)
   if not predictions_files:
     raise ValueError('no prediction files given.')
+  if mode == 'paper':
+    result = _score_merged(task, predictions_files, data_dir, eval_split)
+  else:
+    result = _score_per_file(task, predictions_files, data_dir, eval_split)
+  result['mean'] = _mean(result['splits'], mode)
+  result['n_splits'] = len(result['splits'])
+  return result
+
+
+def _score_per_file(task, predictions_files, data_dir, eval_split) -> Dict[str, Any]:
+  """Lenient mode: file i is split K by name or position; ids must match exactly."""
   files: Dict[int, str] = {}
   for position, path in enumerate(predictions_files):
     fold = split_of(path, position)
@@ -196,20 +280,86 @@ def score(task: str, predictions_files: Sequence[str], data_dir: Optional[str] =
     rows = caption_contest_data.load_rows(task, fold, eval_split, data_dir)
     predictions = read_predictions(path)
     check_ids(path, predictions, rows, f'{config} {eval_split} (split {fold})')
-    splits[fold] = score_split(task, predictions, rows)
+    splits[fold] = score_split(task, predictions, rows, 'lenient')
+  return {'task': task, 'eval_split': eval_split, 'mode': 'lenient', 'files': files,
+          'splits': splits, 'skipped': {}}
+
+
+def _score_merged(task, predictions_files, data_dir, eval_split) -> Dict[str, Any]:
+  """Paper mode: one merged map; each of the 5 splits scored when it covers the split."""
+  predictions: Dict[str, str] = {}
+  source: Dict[str, str] = {}  # id -> the file its prediction came from
+  overridden = 0
+  for path in predictions_files:
+    for key, value in read_predictions(path).items():
+      if key in predictions and predictions[key] != value:
+        overridden += 1
+      predictions[key] = value
+      source[key] = path
+  files, splits, skipped, used = {}, {}, {}, set()
+  for fold in range(caption_contest_data.NUM_FOLDS):
+    config = caption_contest_data.config_name(task, fold)
+    try:
+      rows = caption_contest_data.load_rows(task, fold, eval_split, data_dir)
+    except FileNotFoundError:
+      skipped[fold] = (f'no {config} {eval_split} data in '
+                       f'{data_dir or caption_contest_data.data_dir()}')
+      continue
+    ids = [r['instance_id'] for r in rows]
+    missing = [i for i in ids if i not in predictions]
+    if missing:
+      skipped[fold] = (f'missing {len(missing)}/{len(ids)} predictions ({_first(missing)})')
+      continue
+    if task == 'explanation':
+      empty = sum(not predictions[i] for i in ids)
+      if empty:
+        skipped[fold] = (f'{empty} empty predictions; the official script skips such a split '
+                         '(--mode lenient scores them as 0)')
+        continue
+    splits[fold] = score_split(task, predictions, rows, 'paper')
+    files[fold] = ', '.join(dict.fromkeys(source[i] for i in ids))  # in the order given
+    used.update(ids)
+  if not splits:
+    reasons = '; '.join(f'split {k}: {v}' for k, v in skipped.items())
+    hint = (f' Set {caption_contest_data.ENV_VAR} or --data to the data folder.'
+            if any(v.startswith('no ') for v in skipped.values()) else '')
+    raise ValueError(f'{", ".join(predictions_files)}: no {task} split could be scored: '
+                     f'{reasons}. A split is scored when the files hold a prediction for '
+                     f'each of its {eval_split} ids.{hint}')
+  return {'task': task, 'eval_split': eval_split, 'mode': 'paper', 'files': files,
+          'splits': splits, 'skipped': skipped,
+          'n_unused': sum(k not in used for k in predictions), 'n_overridden': overridden}
+
+
+def _mean(splits: Dict[int, Dict[str, Any]], mode: str) -> Dict[str, Any]:
+  """Metrics averaged over splits, counts summed. paper: the plain mean, nan carried (as
+  eval_crossval.py's np.mean); lenient: None values left out (None if all are)."""
   mean = {}
   for name in splits[min(splits)]:
-    values = [s[name] for s in splits.values() if s[name] is not None]
+    values = [s[name] for s in splits.values()]
     if _is_count(name):
-      mean[name] = sum(values)  # counts add up over splits
+      mean[name] = sum(values)
+    elif mode == 'paper':
+      mean[name] = statistics.fmean(values)
     else:
+      values = [v for v in values if v is not None]
       mean[name] = statistics.fmean(values) if values else None
-  return {'task': task, 'eval_split': eval_split, 'files': files, 'splits': splits,
-          'mean': mean, 'n_splits': len(splits)}
+  return mean
 
 
 def _is_count(name: str) -> bool:
   return name == 'n' or name.startswith('n_')
+
+
+def to_json(result: Dict[str, Any]) -> str:
+  """`score`'s result as JSON text; nan (paper mode's empty subsets) is written as null."""
+  def clean(value):
+    if isinstance(value, float) and math.isnan(value):
+      return None
+    if isinstance(value, dict):
+      return {k: clean(v) for k, v in value.items()}
+    return value
+  return json.dumps(clean(result), indent=2, allow_nan=False)
 
 
 def _metrics_line(metrics: Dict[str, Any]) -> str:
@@ -225,12 +375,20 @@ def _metrics_line(metrics: Dict[str, Any]) -> str:
 def format_report(result: Dict[str, Any]) -> str:
   """The human-readable report of `score`: one line per split, then the mean."""
   lines = [f"New Yorker caption contest, {result['task']} ({result['eval_split']} sets; "
-           'percent)']
+           f"percent; {result['mode']} mode)"]
   for fold, metrics in result['splits'].items():
     lines.append(f"split {fold}: {_metrics_line(metrics)}  [{result['files'][fold]}]")
+  for fold, reason in result['skipped'].items():
+    lines.append(f'split {fold}: skipped, {reason}')
   lines.append(f"mean over {result['n_splits']} split(s): {_metrics_line(result['mean'])}")
   if result['n_splits'] < caption_contest_data.NUM_FOLDS:
     lines.append('the paper reports the mean over all 5 cross-validation splits.')
+  if result.get('n_unused'):
+    lines.append(f"{result['n_unused']} predicted ids are in no scored split's references "
+                 'and were ignored.')
+  if result.get('n_overridden'):
+    lines.append(f"{result['n_overridden']} ids were given again, with another prediction, "
+                 'by a later file, whose prediction was used.')
   if result['task'] == 'explanation':
     lines.append('BLEU and ROUGE-L correlate only loosely with human judgments of explanations.')
   return '\n'.join(lines)

@@ -56,6 +56,9 @@ def read_pairs(path: str) -> list[dict[str, str]]:
         raise ValueError(f'{path}:{number}: field "translation.{field}" is missing or not a '
                          'string.')
     pairs.append({'inputs': translation['en1'], 'targets': translation['en2']})
+  if not pairs:  # else training stops at its first batch with a bare StopIteration
+    raise ValueError(f'{path}: no instruction pairs (the file is empty); expected one '
+                     '{"translation": {"en1": instruction, "en2": line}} per line.')
   return pairs
 
 

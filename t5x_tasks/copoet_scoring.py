@@ -51,7 +51,10 @@ def _instruction(record: dict) -> Any:
   inputs = record.get('inputs')
   if isinstance(inputs, dict):  # t5x infer writes the example's features here
     inputs = inputs.get('inputs_pretokenized', inputs.get('inputs'))
-  return record.get('instruction') or inputs or record.get('translation', {}).get('en1')
+  translation = record.get('translation')
+  # A `translation` that is no object has no instruction: _field then names the line.
+  en1 = translation.get('en1') if isinstance(translation, dict) else None
+  return record.get('instruction') or inputs or en1
 
 
 def _generation(record: dict) -> Any:

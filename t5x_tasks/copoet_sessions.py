@@ -89,17 +89,22 @@ def record(session: dict, *, model: str, saved_at: str,
 
 def save(log_dir: str, content: dict) -> str:
   """Writes `content` to `log_dir/<uid>.json` atomically (a crash leaves the old file or
-  the new one, never a torn one); returns the path."""
+  the new one, never a torn one); returns the path.
+
+  Strict JSON only: a NaN or infinite number raises ValueError before anything is written
+  (Python's json would write the non-standard tokens NaN and Infinity).
+  """
   path = os.path.join(log_dir, file_name(content['uid']))
+  text = json.dumps(content, indent=1, ensure_ascii=False, allow_nan=False) + '\n'
   with jsonl.atomic_file(path) as f:
-    f.write(json.dumps(content, indent=1, ensure_ascii=False) + '\n')
+    f.write(text)
   return path
 
 
 def load(path: str) -> Optional[dict]:
   """A session file's content, or None when `path` holds something else."""
   try:
-    with open(path, encoding='utf-8') as f:
+    with open(path, encoding='utf-8-sig') as f:  # a BOM is accepted, as by every reader
       content = json.load(f)
   except (OSError, ValueError):
     return None
@@ -112,14 +117,27 @@ def chosen_pairs(content: dict, path: str = '<session>') -> list[tuple[str, str]
   Errors name the file and the interaction.
   """
   pairs = []
-  for number, interaction in enumerate(content.get('interactions', [])):
+  interactions = content.get('interactions', [])
+  if not isinstance(interactions, list):
+    raise ValueError(f'{path}: field "interactions" is {interactions!r:.40}, not a list of '
+                     'interaction objects.')
+  for number, interaction in enumerate(interactions):
+    where = f'{path}: interactions[{number}]'
+    if not isinstance(interaction, dict):
+      raise ValueError(f'{where} is {interaction!r:.40}, not an object with instruction, '
+                       'suggestions and choice.')
     choice = interaction.get('choice')
     if choice is None:
       continue
     suggestions = interaction.get('suggestions', [])
-    if not isinstance(choice, int) or not 0 <= choice < len(suggestions):
-      raise ValueError(f'{path}: interactions[{number}].choice={choice!r} is not an index '
-                       f'into its {len(suggestions)} suggestions.')
+    if not isinstance(suggestions, list) or not all(isinstance(s, str) for s in suggestions):
+      raise ValueError(f'{where}.suggestions is {suggestions!r}; expected a list of strings.')
+    if not isinstance(choice, int) or isinstance(choice, bool) or not 0 <= choice < len(
+        suggestions):
+      raise ValueError(f'{where}.choice={choice!r} is not an index into its '
+                       f'{len(suggestions)} suggestions.')
+    if not isinstance(interaction.get('instruction'), str):
+      raise ValueError(f'{where}.instruction is missing or not a string.')
     pairs.append((interaction['instruction'], suggestions[choice]))
   return pairs
 

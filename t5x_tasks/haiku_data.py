@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
 
-from t5x_tasks import haiku_phonetics
+from t5x_tasks import haiku_phonetics, jsonl
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data')
 SAMPLE_TXT = os.path.join(DATA_DIR, 'haiku_sample.txt')
@@ -169,10 +169,9 @@ def read_text(path: str) -> List[List[str]]:
     ValueError: naming the file and line, for a line that is not three " / "-separated lines.
   """
   haiku = []
-  with open(path, encoding='utf-8-sig') as f:
-    for number, line in enumerate(f, start=1):
-      if line.strip():
-        haiku.append(_haiku_lines(path, f'line {number}', re.split(r'\s+/\s+', line.strip())))
+  for number, line in jsonl.lines(path):  # errors name path:line; a BOM is accepted
+    if line.strip():
+      haiku.append(_haiku_lines(path, f'line {number}', re.split(r'\s+/\s+', line.strip())))
   return haiku
 
 
@@ -201,24 +200,23 @@ def read_csv(path: str) -> List[Tuple[List[str], Optional[str]]]:
     ValueError: naming the file and row, for a row without three non-empty lines.
   """
   haiku = []
-  with open(path, encoding='utf-8-sig', newline='') as f:
-    reader = csv.reader(f)
-    columns, source = [0, 1, 2], None
-    for index, row in enumerate(reader):
-      if not any(cell.strip() for cell in row):
+  reader = csv.reader(text for _, text in jsonl.lines(path))  # bad UTF-8 names path:line
+  columns, source = [0, 1, 2], None
+  for index, row in enumerate(reader):
+    if not any(cell.strip() for cell in row):
+      continue
+    if index == 0:
+      header = _header_columns(row)
+      if header is not None:
+        columns, source = header
         continue
-      if index == 0:
-        header = _header_columns(row)
-        if header is not None:
-          columns, source = header
-          continue
-      where = f'row {reader.line_num}'
-      if len(row) <= max(columns):
-        raise ValueError(f'{path}:{where}: expected columns {columns} with the three lines, '
-                         f'got {len(row)} column(s) {row!r}; fix or delete the row.')
-      lines = _haiku_lines(path, where, [row[c] for c in columns])
-      row_source = row[source].strip() if source is not None and source < len(row) else ''
-      haiku.append((lines, row_source or None))
+    where = f'row {reader.line_num}'
+    if len(row) <= max(columns):
+      raise ValueError(f'{path}:{where}: expected columns {columns} with the three lines, '
+                       f'got {len(row)} column(s) {row!r}; fix or delete the row.')
+    lines = _haiku_lines(path, where, [row[c] for c in columns])
+    row_source = row[source].strip() if source is not None and source < len(row) else ''
+    haiku.append((lines, row_source or None))
   return haiku
 
 
@@ -270,6 +268,10 @@ def write_parquet_atomic(table: pa.Table, out_path: str) -> None:
   try:
     pq.write_table(table, tmp)
     os.replace(tmp, out_path)
+  except OSError as e:  # arrow's errors name no file (or the temporary one): name ours
+    if e.filename not in (None, tmp):
+      raise
+    raise OSError(e.errno, e.strerror or ' '.join(str(e).split()), out_path) from e
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)

@@ -106,7 +106,12 @@ def _read_jsonl(path: str) -> Tuple[List[str], Optional[List[Any]]]:
       raise ValueError(f'{path}:{number}: needs a string field "prediction" or '
                        f'"generation"; has {sorted(record)}')
     generations.append(generation)
-    topics.append(record.get('topic', record.get('keywords')))
+    topic = record.get('topic', record.get('keywords'))
+    if topic is not None and not isinstance(topic, str) and not (
+        isinstance(topic, list) and all(isinstance(t, str) for t in topic)):
+      raise ValueError(f'{path}:{number}: field "topic" (or "keywords") is {topic!r}; it must '
+                       'be a string of topic words or a list of them.')
+    topics.append(topic)
   return generations, (topics if any(t for t in topics) else None)
 
 
@@ -123,8 +128,7 @@ def score_file(path: str, phonemes: bool = False) -> Dict[str, float]:
   Raises:
     ValueError: naming the file (and line) when it is malformed or holds no generation.
   """
-  with open(path, encoding='utf-8-sig') as f:
-    lines = f.read().splitlines()
+  lines = jsonl.read_text(path).splitlines()
   first = next((line for line in lines if line.strip()), '')
   if path.endswith(('.jsonl', '.json')) or first.lstrip().startswith('{'):
     generations, topics = _read_jsonl(path)

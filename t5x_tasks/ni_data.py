@@ -50,6 +50,8 @@ import random
 import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
+from t5x_tasks import jsonl
+
 SPLITS = ('train', 'test')
 TRACKS = ('default', 'xlingual')
 # Renamed by the official evaluation scripts (Tk-Instruct's compute_metrics / baselines).
@@ -85,8 +87,7 @@ def read_split(path: str) -> List[str]:
   if not os.path.isfile(path):
     raise FileNotFoundError(f'{path}: no such split file; a Super-NaturalInstructions folder '
                             'has splits/<split>/train_tasks.txt and test_tasks.txt')
-  with open(path, encoding='utf-8') as f:
-    return [line.strip() for line in f if line.strip()]
+  return [line.strip() for _, line in jsonl.lines(path) if line.strip()]
 
 
 def _strings(path: str, field: str, value: Any) -> List[str]:
@@ -136,11 +137,7 @@ def read_task(path: str, task_name: Optional[str] = None) -> Dict[str, Any]:
   Raises:
     ValueError: naming the file and the field at fault (e.g. a missing `Instances`).
   """
-  try:
-    with open(path, encoding='utf-8') as f:
-      data = json.load(f)
-  except json.JSONDecodeError as e:
-    raise ValueError(f'{path}: not valid JSON ({e.msg} at line {e.lineno})') from None
+  data = jsonl.load_json(path)  # errors name path:line; a BOM is accepted
   if not isinstance(data, dict):
     raise ValueError(f'{path}: expected a JSON object (a task), got {type(data).__name__}')
   for field in REQUIRED_FIELDS:
@@ -230,9 +227,14 @@ def _write_jsonl_atomic(records_by_path: Dict[str, List[Record]]) -> None:
     for path, records in records_by_path.items():
       tmp = os.path.join(os.path.dirname(path), f'.{os.path.basename(path)}.tmp-{os.getpid()}')
       temps[path] = tmp
-      with open(tmp, 'w', encoding='utf-8') as f:
-        for record in records:
-          f.write(json.dumps(record, ensure_ascii=False) + '\n')
+      try:
+        with open(tmp, 'w', encoding='utf-8') as f:
+          for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + '\n')
+      except OSError as e:  # a full disk names no file: name the output meant
+        if e.filename not in (None, tmp):
+          raise
+        raise OSError(e.errno, e.strerror or str(e), path) from e
     for path, tmp in temps.items():
       os.replace(tmp, path)
   finally:

@@ -1,6 +1,7 @@
 """New Yorker caption contest: readers, layout, SeqIO tasks, metrics and the scorer."""
 import io
 import json
+import math
 import pathlib
 import shutil
 
@@ -238,7 +239,8 @@ def test_explanation_bleu_and_rouge_match_the_libraries(tmp_path):
           'The x-ray shows a house, so he is at home in his body.',
           'A shark watching swimmers is a warning, not praise.']
   preds = {r['instance_id']: h for r, h in zip(rows, hyps)}
-  result = metrics.score('explanation', [_write_predictions(tmp_path / 'e.json', preds)])
+  result = metrics.score('explanation', [_write_predictions(tmp_path / 'e.json', preds)],
+                         mode='lenient')
   refs = [r['label'] for r in rows]
   expected_bleu = sacrebleu.corpus_bleu(hyps, [refs]).score
   scorer = rouge_scorer.RougeScorer(['rougeL'], use_stemmer=True)
@@ -257,7 +259,7 @@ def test_id_mismatch_lists_missing_and_extra(tmp_path):
   preds.update({'zzz_extra1': 'A', 'zzz_extra2': 'B'})
   path = _write_predictions(tmp_path / 'preds_split0.json', preds)
   with pytest.raises(ValueError) as error:
-    metrics.score('matching', [path])
+    metrics.score('matching', [path], mode='lenient')
   message = str(error.value)
   assert path in message and 'matching test (split 0)' in message
   assert f'1 of 4 reference ids missing ({rows[0]["instance_id"]})' in message
@@ -280,9 +282,184 @@ def test_mean_over_two_splits(tmp_path):
   half_right = {r['instance_id']: r['label'] if i < 2 else 'X' for i, r in enumerate(rows)}
   first = _write_predictions(tmp_path / 'a.json', all_right)  # split 0 by position
   second = _write_predictions(tmp_path / 'b.json', half_right)  # split 1 by position
-  result = metrics.score('matching', [first, second], str(tmp_path))
+  result = metrics.score('matching', [first, second], str(tmp_path), mode='lenient')
   assert result['splits'] == {0: {'accuracy': 100.0, 'n': 4}, 1: {'accuracy': 50.0, 'n': 4}}
   assert result['mean'] == {'accuracy': 75.0, 'n': 8}
   assert 'mean over 2 split(s): accuracy=75.00  n=8' in metrics.format_report(result)
   with pytest.raises(ValueError, match='both split 0'):
-    metrics.score('matching', [first, str(tmp_path / 'x_split=0.json')], str(tmp_path))
+    metrics.score('matching', [first, str(tmp_path / 'x_split=0.json')], str(tmp_path),
+                  mode='lenient')
+
+
+# --- paper mode (the official eval_crossval.py) vs lenient mode ---------------------------
+
+def _write_rows(folder, config, rows):
+  """A hand-made test split of one hub config in the JSON Lines layout."""
+  (folder / config).mkdir(parents=True)
+  (folder / config / 'test.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+
+
+def _run_cli(argv, capsys):
+  from t5x_engine import cli
+  assert cli.main(['score', 'caption'] + argv + ['--json']) == 0
+  return json.loads(capsys.readouterr().out)
+
+
+def test_paper_mode_compares_raw_letters(tmp_path, capsys):
+  rows = data.load_rows('matching', 0, 'test')
+  labels = [r['label'] for r in rows]
+  # Right, lowercase, trailing space, letter with its caption: only the first equals its
+  # label as a string (the official comparison); all four read as the label when lenient.
+  answers = [labels[0], labels[1].lower(), labels[2] + ' ', labels[3] + ') the caption']
+  path = _write_predictions(tmp_path / 'split=0.json',
+                            {r['instance_id']: a for r, a in zip(rows, answers)})
+  assert metrics.score('matching', [path])['splits'][0] == {'accuracy': 25.0, 'n': 4}
+  assert metrics.score('matching', [path], mode='lenient')['splits'][0] == {
+      'accuracy': 100.0, 'n': 4}
+  # The command line defaults to paper mode.
+  assert _run_cli(['--task', 'matching', '--predictions', path], capsys)['mean'] == {
+      'accuracy': 25.0, 'n': 4}
+  assert _run_cli(['--task', 'matching', '--predictions', path, '--mode', 'lenient'],
+                  capsys)['mean'] == {'accuracy': 100.0, 'n': 4}
+  with pytest.raises(ValueError, match="unknown mode 'strict'; modes: paper, lenient"):
+    metrics.score('matching', [path], mode='strict')
+
+
+def test_paper_mode_nyacc_nan_without_official_winners(tmp_path, capsys):
+  # Splits 0-3: an official-winner pair (label A) and a crowd-winner pair (label B); split 4:
+  # two crowd-winner pairs. One file predicts all of them.
+  preds = {}
+  for fold in range(5):
+    sources = ['official_winner', 'crowd_winner'] if fold < 4 else ['crowd_winner'] * 2
+    rows = [{'instance_id': f's{fold}r{i}', 'from_description': f'choices A: a B: b {i}',
+             'label': 'AB'[i], 'winner_source': s} for i, s in enumerate(sources)]
+    _write_rows(tmp_path, data.config_name('ranking', fold), rows)
+    # Official pairs right in splits 0-1, wrong in 2-3; crowd pairs right but s4r1.
+    preds[f's{fold}r0'] = 'A' if fold in (0, 1, 4) else 'B'
+    preds[f's{fold}r1'] = 'A' if fold == 4 else 'B'
+  path = _write_predictions(tmp_path / 'all_splits.json', preds)
+  result = metrics.score('ranking', [path], str(tmp_path))
+  split4 = result['splits'][4]
+  assert (split4['accuracy'], split4['crowdacc'], split4['n_ny']) == (50.0, 50.0, 0)
+  assert math.isnan(split4['nyacc'])
+  # Per split: accuracy 100 100 50 50 50, NYAcc 100 100 0 0 nan, CrowdAcc 100 100 100 100 50;
+  # the mean is numpy's, so nan stays nan.
+  mean = result['mean']
+  assert (mean['accuracy'], mean['crowdacc']) == (70.0, 90.0)
+  assert math.isnan(mean['nyacc'])
+  assert (mean['n'], mean['n_ny'], mean['n_crowd']) == (10, 4, 6)
+  report = metrics.format_report(result)
+  assert 'split 4: accuracy=50.00  n=2  nyacc=nan' in report
+  assert 'mean over 5 split(s): accuracy=70.00  n=10  nyacc=nan' in report
+  # JSON has no NaN: the command line writes null.
+  printed = _run_cli(['--task', 'ranking', '--predictions', path, '--data', str(tmp_path)],
+                     capsys)
+  assert printed['mean']['nyacc'] is None and printed['splits']['4']['nyacc'] is None
+  # Lenient: split 4 has no NYAcc and the mean leaves it out: (100 + 100 + 0 + 0) / 4.
+  per_split = []
+  for fold in range(5):
+    ids = [f's{fold}r0', f's{fold}r1']
+    per_split.append(_write_predictions(tmp_path / f'split={fold}.json',
+                                        {i: preds[i] for i in ids}))
+  lenient = metrics.score('ranking', per_split, str(tmp_path), mode='lenient')
+  assert lenient['splits'][4]['nyacc'] is None
+  assert lenient['mean'] == {'accuracy': 70.0, 'n': 10, 'nyacc': 50.0, 'n_ny': 4,
+                             'crowdacc': 90.0, 'n_crowd': 6}
+
+
+def test_paper_mode_takes_one_file_for_several_splits(tmp_path):
+  rows = _raw('matching', 'test')
+  _write_rows(tmp_path, 'matching', rows)
+  _write_rows(tmp_path, 'matching_1', [{**r, 'instance_id': 'b' + r['instance_id']}
+                                      for r in rows])
+  # Split 0 all right, split 1 the first two right (the others get a wrong letter).
+  wrong = {'A': 'B', 'B': 'C', 'C': 'D', 'D': 'E', 'E': 'A'}
+  preds = {r['instance_id']: r['label'] for r in rows}
+  preds.update({'b' + r['instance_id']: r['label'] if i < 2 else wrong[r['label']]
+                for i, r in enumerate(rows)})
+  preds['not_in_any_split'] = 'A'
+  path = _write_predictions(tmp_path / 'everything.json', preds)
+  result = metrics.score('matching', [path], str(tmp_path))
+  assert result['splits'] == {0: {'accuracy': 100.0, 'n': 4}, 1: {'accuracy': 50.0, 'n': 4}}
+  assert result['mean'] == {'accuracy': 75.0, 'n': 8}
+  assert result['files'] == {0: path, 1: path} and result['n_unused'] == 1
+  assert set(result['skipped']) == {2, 3, 4}
+  assert result['skipped'][2].startswith(f'no matching_2 test data in {tmp_path}')
+  report = metrics.format_report(result)
+  assert 'split 3: skipped, no matching_3 test data' in report
+  assert "1 predicted ids are in no scored split's references and were ignored." in report
+  # Lenient takes the file as split 0 and refuses its 5 other ids.
+  with pytest.raises(ValueError, match=r'5 extra ids not in the references \(b'):
+    metrics.score('matching', [path], str(tmp_path), mode='lenient')
+  # A split missing a prediction is skipped, as the official script does, and said.
+  del preds['b' + rows[3]['instance_id']]
+  partial = _write_predictions(tmp_path / 'partial.json', preds)
+  result = metrics.score('matching', [partial], str(tmp_path))
+  assert result['splits'] == {0: {'accuracy': 100.0, 'n': 4}} and result['files'] == {0: partial}
+  assert result['skipped'][1] == f'missing 1/4 predictions (b{rows[3]["instance_id"]})'
+  # When no split can be scored, it is an error that says why, split by split.
+  with pytest.raises(ValueError, match=r'no matching split could be scored: split 0: '
+                     r'missing 4/4 predictions'):
+    metrics.score('matching', [_write_predictions(tmp_path / 'p3.json', {'x': 'A'})],
+                  str(tmp_path))
+
+
+def test_paper_rouge_l_unstemmed_bootstrap_and_empty_predictions(tmp_path):
+  import numpy as np
+  import sacrebleu
+  refs = ['the cats are running', 'He is laughing at the Dog', 'a fish rides a bicycle', 'ok']
+  hyps = ['a cat runs', 'the dog is laughing', 'the fish is riding a bike', '']
+  # rouge_score lowercases and keeps a-z0-9 runs; Porter stemming (lenient) only for words
+  # over 3 letters. LCS lengths, F = 2 * LCS / (len(ref) + len(hyp)):
+  #   1: [the cats are running] / [a cat runs]: LCS 0 -> 0; stemmed [the cat are run] /
+  #      [a cat run]: LCS 2 -> 4/7.
+  #   2: [he is laughing at the dog] / [the dog is laughing]: LCS 2 (is laughing) -> 2/5,
+  #      the same stemmed.
+  #   3: [a fish rides a bicycle] / [the fish is riding a bike]: LCS 2 (fish a) -> 4/11;
+  #      stemmed ride/ride also match: LCS 3 -> 6/11.
+  assert metrics.rouge_l(refs[2:3], hyps[2:3]) == pytest.approx(400 / 11, abs=1e-9)
+  assert metrics.rouge_l(refs[2:3], hyps[2:3], 'lenient') == pytest.approx(600 / 11, abs=1e-9)
+  # Paper ROUGE-L is the median of 1000 bootstrap means. For two examples (0 and 2/5) each
+  # mean is 0, 1/5 or 2/5 with chances 1/4, 1/2, 1/4: the median is 1/5 (its 500th and
+  # 501st values are 1/5 unless one end draws over half the samples).
+  state = np.random.get_state()
+  assert metrics.rouge_l(refs[:2], hyps[:2]) == pytest.approx(20.0, abs=1e-9)
+  assert metrics.rouge_l(refs[:2], hyps[:2], 'lenient') == pytest.approx(
+      100 * (4 / 7 + 2 / 5) / 2, abs=1e-9)
+  after = np.random.get_state()  # the global generator is left as it was
+  assert state[0] == after[0] and (state[1] == after[1]).all() and state[2:] == after[2:]
+  # With more examples the median is no longer the mean: it is rouge_score's aggregator
+  # drawing after np.random.seed(1), as eval_crossval.py seeds it.
+  from rouge_score import rouge_scorer, scoring
+  more_refs = refs[:3] + ['a dog at the bar', 'the king wants his crown back',
+                          'two birds on one wire']
+  more_hyps = hyps[:3] + ['the dog walks into a bar', 'his crown is lost', 'birds sit on a wire']
+  scorer = rouge_scorer.RougeScorer(['rougeL'])
+  aggregator = scoring.BootstrapAggregator()
+  for r, h in zip(more_refs, more_hyps):
+    aggregator.add_scores(scorer.score(r, h))
+  np.random.seed(1)
+  expected = 100 * aggregator.aggregate()['rougeL'].mid.fmeasure
+  np.random.set_state(state)
+  plain_mean = 100 * (0 + 2 / 5 + 4 / 11 + 4 / 11 + 2 / 5 + 3 / 5) / 6  # LCS 2, 2, 2, 3
+  assert metrics.rouge_l(more_refs, more_hyps) == expected != pytest.approx(plain_mean)
+  # Through the scorer: split 0 = examples 1-2, split 1 = examples 3-4 (4 is empty).
+  for fold, pairs in ((0, [0, 1]), (1, [2, 3])):
+    _write_rows(tmp_path, data.config_name('explanation', fold), [
+        {'instance_id': f'e{i}', 'from_description': f'caption: {i}', 'label': refs[i]}
+        for i in pairs])
+  files = [_write_predictions(tmp_path / f'split={k}.json', {f'e{i}': hyps[i] for i in pairs})
+           for k, pairs in enumerate(([0, 1], [2, 3]))]
+  paper = metrics.score('explanation', files, str(tmp_path))
+  lenient = metrics.score('explanation', files, str(tmp_path), mode='lenient')
+  # The official script skips a split with an empty prediction; lenient scores it as 0.
+  assert list(paper['splits']) == [0]
+  assert paper['skipped'][1].startswith('1 empty predictions; the official script skips')
+  assert paper['mean']['rougeL'] == pytest.approx(20.0, abs=1e-9)
+  assert lenient['splits'][1]['n_empty'] == 1
+  assert lenient['splits'][1]['rougeL'] == pytest.approx(100 * (6 / 11 + 0) / 2, abs=1e-9)
+  assert lenient['mean']['rougeL'] == pytest.approx(
+      100 * ((4 / 7 + 2 / 5) / 2 + (6 / 11) / 2) / 2, abs=1e-9)
+  # BLEU is evaluate's sacrebleu defaults (case kept) in both modes.
+  bleu0 = sacrebleu.corpus_bleu(hyps[:2], [refs[:2]]).score
+  assert paper['splits'][0]['bleu'] == lenient['splits'][0]['bleu'] == bleu0

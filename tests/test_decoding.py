@@ -320,3 +320,93 @@ def test_bad_options_are_named():
     decoding.generate(module, params, enc, DecodeOptions(decode='topk'))
   with pytest.raises(ValueError, match='top_p=0'):
     decoding.generate(module, params, enc, DecodeOptions(decode='sample', top_p=0.0))
+
+
+# ----------------------------------------------------------------------------- traced settings
+
+# (temperature, top_k, top_p): greedy, top-k off, top-k narrow (<= K_FAST) and wide, K_MAX.
+TRACED_SETTINGS = [(0.7, 0, 1.0), (1.0, 0, 0.9), (0.0, 5, 1.0), (0.7, 5, 1.0), (0.7, 1, 1.0),
+                   (2.0, 8, 0.5), (0.7, 9, 1.0), (1.3, 40, 0.9), (0.5, 100, 1.0),
+                   (0.7, 100, 0.8), (0.3, 0, 0.5)]
+
+
+def _traced_draws(keys, logits, settings) -> np.ndarray:
+  t, k, p = (np.array(x) for x in zip(*settings))
+  rows = jnp.broadcast_to(logits, (len(settings),) + logits.shape)
+  return np.asarray(jax.jit(decoding.sample_tokens_traced)(keys, rows, t.astype(np.float32),
+                                                           k.astype(np.int32),
+                                                           p.astype(np.float32)))
+
+
+@pytest.mark.parametrize('vocab', [1000, 101, 50])
+def test_traced_sampler_draws_the_tokens_of_sample_token(vocab):
+  logits = jax.random.normal(jax.random.key(1), (vocab,)) * 3.0
+  keys = jax.random.split(jax.random.key(0), 600)
+  # Each setting on 40 keys, every row with another setting in one call (as a shared
+  # decode has them), against the static sampler on the same keys and logits.
+  settings = [TRACED_SETTINGS[i % len(TRACED_SETTINGS)] for i in range(440)]
+  traced = _traced_draws(keys[:440], logits, settings)
+  static = np.asarray(jax.jit(jax.vmap(
+      lambda key, i: jax.lax.switch(i, [functools.partial(
+          decoding.sample_token, logits=logits, temperature=t, top_k=k, top_p=p)
+          for t, k, p in TRACED_SETTINGS], key)))(
+      keys[:440], jnp.arange(440) % len(TRACED_SETTINGS)))
+  np.testing.assert_array_equal(traced, static)
+  # Many different tokens came out where the settings allow it: the test is not vacuous.
+  wide = [i for i, s in enumerate(settings) if s == (1.3, 40, 0.9)]
+  assert len(set(traced[wide].tolist())) >= 5
+  # A batch of one setting alone takes other branches of the sampler: same tokens.
+  for t, k, p in [(0.7, 5, 1.0), (0.7, 100, 0.8), (1.0, 0, 0.9), (0.7, 0, 1.0)]:
+    static = jax.jit(jax.vmap(functools.partial(decoding.sample_token, logits=logits,
+                                                temperature=t, top_k=k, top_p=p)))
+    np.testing.assert_array_equal(_traced_draws(keys[440:], logits, [(t, k, p)] * 160),
+                                  static(keys[440:]))
+
+
+@pytest.mark.parametrize('temperature', [1e-38, 1e-45, 1e-30, 1e-6])
+def test_traced_sampler_is_greedy_not_nan_at_tiny_temperatures(temperature):
+  logits = jax.random.normal(jax.random.key(2), (1000,)) * 3.0
+  keys = jax.random.split(jax.random.key(0), 6)
+  settings = [(temperature, k, p) for k in (0, 5, 100) for p in (1.0, 0.5)]
+  assert _traced_draws(keys, logits, settings).tolist() == [int(jnp.argmax(logits))] * 6
+
+
+def test_generate_sampled_matches_generate_with_one_program():
+  _, module, params, enc, eos = _model('t5_1_0')
+  fn = decoding._compiled_sampled(module, DecodeOptions(decode='sample', max_decode_length=LENGTH),
+                                  eos)
+  before = fn._cache_size()
+  settings = [(0.8, 0, 1.0), (1.0, 10, 0.9), (0.0, 0, 1.0), (0.6, 100, 0.7), (1.2, 3, 1.0)]
+  rows = {}
+  for t, k, p in settings:
+    options = DecodeOptions(decode='sample', max_decode_length=LENGTH, temperature=t, top_k=k,
+                            top_p=p, seed=7)
+    tokens, scores = map(np.asarray, decoding.generate(module, params, enc, options, eos_id=eos))
+    traced, traced_scores = map(np.asarray, decoding.generate_sampled(
+        module, params, enc, t, k, p, seed=7, max_decode_length=LENGTH, eos_id=eos))
+    np.testing.assert_array_equal(traced, tokens[:, 0])
+    np.testing.assert_allclose(traced_scores, scores[:, 0], atol=1e-5)
+    rows[(t, k, p)] = traced
+  # Per-row settings: each row decodes as it would with its settings for the whole batch.
+  mixed = [settings[0], settings[1], settings[3]]
+  t, k, p = (np.array(x) for x in zip(*mixed))
+  traced = np.asarray(decoding.generate_sampled(module, params, enc, t, k, p, seed=7,
+                                                max_decode_length=LENGTH, eos_id=eos)[0])
+  for row, setting in enumerate(mixed):
+    np.testing.assert_array_equal(traced[row], rows[setting][row])
+  # Six distinct settings (and a mixed batch), one compiled program.
+  assert fn._cache_size() - before == 1
+  with pytest.raises(ValueError, match=r'top_k\[0\]=101: use 0..100'):
+    decoding.generate_sampled(module, params, enc, 1.0, 101, 1.0)
+  with pytest.raises(ValueError, match=r'temperature\[2\]=nan: use a finite value >= 0'):
+    decoding.generate_sampled(module, params, enc, [1.0, 1.0, float('nan')], 0, 1.0)
+
+
+@pytest.mark.parametrize('temperature', [1e-38, 1e-45, 1e-30, 1e-6])
+def test_sample_token_is_greedy_not_nan_at_tiny_temperatures(temperature):
+  """`t5x infer`'s static sampler: a tiny temperature is greedy, never a NaN draw."""
+  logits = jax.random.normal(jax.random.key(2), (1000,)) * 3.0
+  best = int(jnp.argmax(logits))
+  for key in jax.random.split(jax.random.key(0), 3):
+    for top_k, top_p in ((0, 1.0), (5, 1.0), (0, 0.5)):
+      assert int(decoding.sample_token(key, logits, temperature, top_k, top_p)) == best

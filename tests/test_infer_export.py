@@ -162,8 +162,10 @@ def test_infer_eval_period_during_training(tmp_path):
                 infer_eval_period=2, show_progress=False)
   finally:
     gin.clear_config()
-  steps = [json.loads(line)['step'] for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()
-           if '"split": "infer_eval"' in line]
-  assert steps == [2, 4]
+  records = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  # metrics.jsonl holds the training run's records only, one per step and split.
+  assert all({'step', 'split'} <= set(r) for r in records)
+  assert [r['step'] for r in records if r['split'] == 'infer_eval'] == [2, 4]
+  assert not (tmp_path / 'inference_eval').exists()  # its events are the run's infer_eval/
   assert json.loads((tmp_path / 'metrics-step4.json').read_text())['metrics'][
       'copoet_compositional']['success_rate'] >= 0.0

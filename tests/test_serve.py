@@ -31,7 +31,7 @@ def test_row_buckets_are_powers_of_two():
                                                                             64, 64]
 
 
-def test_pending_requests_share_one_decode_per_settings(model):
+def test_pending_requests_share_one_decode_across_sampling_settings(model):
   sampler = serving.BatchedSampler(model, max_rows=16)
   batches, release = [], threading.Event()
 
@@ -42,24 +42,72 @@ def test_pending_requests_share_one_decode_per_settings(model):
     return [serving.Result(['x'] * r.rows, len(batch), 0, 0.0) for r in batch]
 
   sampler._decode = fake_decode
-  cold, warm = serving.Settings(temperature=0.5), serving.Settings(temperature=0.9)
+  cold, warm = serving.Settings(temperature=0.5), serving.Settings(temperature=0.9, top_k=5)
+  other_rule = serving.Settings(temperature=0.5, no_repeat_ngram_size=2)
   first = sampler.submit('a', 2, cold)
   while not batches:
     threading.Event().wait(0.01)
   futures = [sampler.submit('b', 4, cold), sampler.submit('c', 3, warm),
-             sampler.submit('d', 6, cold), sampler.submit('e', 8, cold)]
+             sampler.submit('f', 1, other_rule), sampler.submit('d', 6, cold),
+             sampler.submit('e', 8, cold)]
   release.set()
   results = [f.result(30) for f in [first] + futures]
   sampler.close()
   encode = lambda text: sampler.encode(text).tolist()  # noqa: E731
-  # b and d share a decode (10 rows); e would make 18 > 16 rows, so it waits; c has other
-  # settings and goes after.
+  # b, c and d share a decode (13 rows) though c samples otherwise: temperature, top-k and
+  # top-p are per row. e would make 21 > 16 rows, so it waits; f's n-gram rule is part of
+  # the compiled program, so it decodes apart, in its turn.
   assert batches == [[(encode('a'), 2, 0.5)],
-                     [(encode('b'), 4, 0.5), (encode('d'), 6, 0.5)],
-                     [(encode('c'), 3, 0.9)],
+                     [(encode('b'), 4, 0.5), (encode('c'), 3, 0.9), (encode('d'), 6, 0.5)],
+                     [(encode('f'), 1, 0.5)],
                      [(encode('e'), 8, 0.5)]]
-  assert [len(r.texts) for r in results] == [2, 4, 3, 6, 8]
-  assert [r.batch_requests for r in results] == [1, 2, 1, 2, 1]
+  assert [len(r.texts) for r in results] == [2, 4, 3, 1, 6, 8]
+  assert [r.batch_requests for r in results] == [1, 3, 3, 1, 3, 1]
+
+
+def test_new_sampling_settings_compile_nothing_after_warm_up(model):
+  """The probe: 79 distinct temperatures compiled 79 programs (4 s each). Now the warm-up
+  compiles one program per row bucket, and no request compiles another."""
+  from jax import monitoring
+  lowered = []
+
+  def on_event(event, duration, **kwargs):
+    if event == '/jax/core/compile/jaxpr_to_mlir_module_duration':
+      lowered.append(kwargs.get('fun_name'))
+
+  sampler = serving.BatchedSampler(model, max_rows=16, seed=0)
+  monitoring.register_event_duration_secs_listener(on_event)
+  try:
+    sampler.warm_up(serve.sampling_settings())
+    warm = list(lowered)
+    lowered.clear()
+    settings = [serve.sampling_settings(temperature, top_k, top_p) for temperature, top_k, top_p in
+                [(0.01, 5, 1.0), (0.33, 0, 1.0), (0.71, 100, 0.9), (1.97, 0, 0.35), (0.0, 5, 1.0),
+                 (1.1, 1, 0.5), (0.5, 42, 1.0), (0.9, 9, 0.99), (1.5, 7, 0.8), (0.2, 0, 0.9)]]
+    futures = [sampler.submit(RHYME, rows, s) for s, rows in zip(settings, [10, 3] * 5)]
+    results = [f.result(120) for f in futures]
+  finally:
+    monitoring.unregister_event_duration_listener(on_event)
+    sampler.close()
+  assert lowered == []  # 10 new settings, 16 rows a decode or fewer: nothing compiled
+  # Warm-up: at most the two buckets' programs (fewer if an earlier test compiled them).
+  assert set(warm) <= {'jit(sampled)'} and len(warm) <= 2, warm
+  assert sorted(len(r.texts) for r in results) == [3] * 5 + [10] * 5
+
+
+def test_the_sampler_is_sound_at_the_temperature_floor_and_below(model):
+  sampler = serving.BatchedSampler(model, max_rows=16, seed=3)
+  texts = {t: sampler.submit(RHYME, 10, serve.sampling_settings(t, 0, 1.0)).result(120).texts
+           for t in (0.0, 1e-38, serve.MIN_TEMPERATURE)}
+  sampler.close()
+  greedy = texts[0.0]
+  assert len(set(greedy)) == 1 and greedy[0].strip()
+  # logits / 1e-38 overflowed to garbage before; the sampler itself is greedy there now
+  # (the API refuses temperatures under the floor: test_serve_hostile).
+  assert texts[1e-38] == greedy
+  # At the floor: sampled, mostly the greedy line, nothing degenerate.
+  assert sum(t == greedy[0] for t in texts[serve.MIN_TEMPERATURE]) >= 5
+  assert all(t.strip() and '\ufffd' not in t for t in texts[serve.MIN_TEMPERATURE])
 
 
 def test_sampler_decodes_reproducibly_from_ours_and_from_a_hugging_face_export(
@@ -158,6 +206,10 @@ def test_suggest_gives_n_suggestions(served):
     ({'instruction': RHYME, 'n': 0}, 422, 'n: Input should be greater than or equal to 1'),
     ({'instruction': RHYME, 'n': 11}, 422, 'n: Input should be less than or equal to 10'),
     ({'instruction': RHYME, 'temperature': 5}, 422, 'temperature: Input should be less than'),
+    ({'instruction': RHYME, 'temperature': 1e-38}, 422,
+     'temperature: Value error, 1e-38 is below the floor 0.01: use 0 (greedy) or 0.01..2.0'),
+    ({'instruction': RHYME, 'temperature': float('nan')}, 422,
+     'temperature: Input should be a finite number'),
     ({'instruction': RHYME, 'top_k': -1}, 422, 'top_k: Input should be greater than'),
     ({'instruction': RHYME, 'path': '/etc/passwd'}, 422, 'path: Extra inputs are not permitted'),
     ({'instruction': ' '.join(['xzqjv'] * 45)}, 422, 'the model reads at most 64'),
@@ -173,9 +225,12 @@ def test_bodies_are_bounded_and_paths_are_not_served(served):
   # large body may then see the connection closed, as with any server that refuses one).
   host, port = url.removeprefix('http://').split(':')
   for headers, status, detail in (({'Content-Length': str(3 << 20)}, 413, 'over 2097152 bytes'),
-                                  ({'Transfer-Encoding': 'chunked'}, 411, 'Content-Length')):
+                                  ({}, 411, 'Content-Length'),
+                                  ({'Host': 'evil.example'}, 421, "Host 'evil.example' is not"),
+                                  ({'Host': f'localhost:{port}', 'Content-Length': '1'}, 422,
+                                   'JSON decode error')):
     connection = http.client.HTTPConnection(host, int(port), timeout=30)
-    connection.putrequest('POST', '/api/suggest')
+    connection.putrequest('POST', '/api/suggest', skip_host='Host' in headers)
     connection.putheader('Content-Type', 'application/json')
     for name, value in headers.items():
       connection.putheader(name, value)

@@ -201,13 +201,16 @@ def test_keep_last_n_checkpoints(tmp_path):
 
 
 def _start_from(path, tmp_path, model):
-  """The state a run starts with when INITIAL_CHECKPOINT_PATH is `path`."""
-  cfg = utils.DatasetConfig('numpy', {}, 'train', 8, True, 0)
-  return train.train(
-      model=model, train_dataset_cfg=cfg, partitioner=partitioning.PjitPartitioner(1),
-      model_dir=str(tmp_path), total_steps=0, get_dataset_fn=train_helpers.numpy_dataset(),
-      checkpoint_cfg=utils.CheckpointConfig(restore=utils.RestoreCheckpointConfig(path)),
-      show_progress=False)
+  """The state a run in MODEL_DIR `tmp_path` starts with when INITIAL_CHECKPOINT_PATH is
+  `path` (train's own restore order, without training a step)."""
+  run = trainer.Trainer(model, partitioning.PjitPartitioner(1))
+  ckpt = checkpoints.TrainCheckpointer(str(tmp_path), use_async=False)
+  try:
+    state, _ = train._restore_or_init(  # pylint: disable=protected-access
+        run, ckpt, utils.CheckpointConfig(restore=utils.RestoreCheckpointConfig(path)), 0)
+  finally:
+    ckpt.close()
+  return state
 
 
 def _assert_same_params(state, expected):

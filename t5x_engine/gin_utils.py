@@ -156,5 +156,7 @@ def check_macros_read(bindings: Sequence[str]) -> None:
             f'the config reads {", ".join(sorted(read)) or "no macros"}.')
     raise ValueError(f'--gin.{name}: no gin file or binding reads the macro {name} (nothing '
                      f'refers to %{name}), so setting it would change nothing; {hint}')
+
+
 def _quiet_search(record: logging.LogRecord) -> bool:
   return not str(record.msg).startswith('Path not found')

@@ -1,6 +1,7 @@
 """The `t5x` command: one subcommand per job, each a thin shell over a module."""
 import argparse
 import json
+import logging
 import os
 import re
 import sys
@@ -312,6 +313,9 @@ def main(argv=None) -> int:
     args = argparse.Namespace(command='plan', run=_plan, flags=argv[1:])
   else:
     args = parser.parse_args(argv)
+  sys.unraisablehook = _without_closed_loop_noise(sys.unraisablehook)
+  for logger in ('absl', 'asyncio'):  # orbax logs through absl; its futures end in asyncio's
+    logging.getLogger(logger).addFilter(_orbax_error_without_traceback)
   try:
     status = args.run(args)
   except OSError as e:  # a full disk, a read-only folder, a folder given for a file...
@@ -321,6 +325,52 @@ def main(argv=None) -> int:
     print(f't5x {args.command}: error: {_one_line(e)}', file=sys.stderr)
     return 2
   return status or 0
+
+
+def _without_closed_loop_noise(hook):
+  """`hook` (sys.unraisablehook) minus the traceback that tensorstore reports for each
+  write still pending when a failed orbax save closes its event loop ('Event loop is
+  closed': about a hundred on a full disk). The save's own error is reported once, as
+  `t5x train: error: could not save checkpoint ...`."""
+  if getattr(hook, 'quiets_closed_loops', False):
+    return hook
+
+  def quiet(unraisable):
+    value = unraisable.exc_value
+    if isinstance(value, RuntimeError) and str(value) == 'Event loop is closed':
+      return
+    hook(unraisable)
+  quiet.quiets_closed_loops = True
+  return quiet
+
+
+def _orbax_error_without_traceback(record: logging.LogRecord) -> bool:
+  """Keeps orbax's own error lines but drops their tracebacks, and drops asyncio's
+  'exception was never retrieved' reports of orbax's abandoned writes (printed as late
+  as interpreter exit). A failed asynchronous save logs one traceback per thread and per
+  pending write (about 1,000 lines on a full disk), all about the error that `t5x train`
+  reports on one line with the folder and the cause."""
+  if not record.exc_info:
+    return True
+  if record.name == 'asyncio':  # tensorstore's futures carry no Python frames: the path says
+    error = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
+    return not (_in_orbax_traceback(record.exc_info) or '.orbax-checkpoint-tmp' in str(error))
+  if _in_orbax(record.pathname):
+    record.exc_info, record.exc_text = None, None
+  return True
+
+
+def _in_orbax(path: str) -> bool:
+  return f'{os.sep}orbax{os.sep}' in (path or '')
+
+
+def _in_orbax_traceback(exc_info) -> bool:
+  traceback = exc_info[2] if isinstance(exc_info, tuple) else None
+  while traceback is not None:
+    if _in_orbax(traceback.tb_frame.f_code.co_filename):
+      return True
+    traceback = traceback.tb_next
+  return False
 
 
 def _one_line(error: BaseException) -> str:

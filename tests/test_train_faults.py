@@ -265,7 +265,7 @@ def test_full_tmpfs_fails_the_cli_with_one_error_line(tmp_path):
   # dropped by the CLI, which says what failed once, as its last line.
   errors = [line for line in proc.stderr.splitlines() if line.startswith('t5x train: error:')]
   assert len(errors) == 1, proc.stderr[-3000:]
-  assert proc.stderr.splitlines()[-1] == errors[0]
+  assert proc.stderr.splitlines()[-1] == errors[0], proc.stderr[-3000:]
   assert 'Traceback' not in proc.stderr and 'Event loop is closed' not in proc.stderr, (
       proc.stderr[-3000:])
   assert checkpoints.steps(str(copy)) == [2]

@@ -153,7 +153,12 @@ def top_p_filter(logits: Array, p: float) -> Array:
   """
   if p >= 1.0:
     return logits
-  sorted_logits = -jnp.sort(-logits, axis=-1)
+  return _nucleus(logits, -jnp.sort(-logits, axis=-1), p)
+
+
+def _nucleus(logits: Array, sorted_logits: Array, p) -> Array:
+  """`top_p_filter`'s work, given the logits sorted descending; p is a float or an array
+  broadcasting against float [..., 1] (one p per row)."""
   probs = jax.nn.softmax(sorted_logits, axis=-1)
   # A token is in the nucleus when the tokens ranked above it hold less than p.
   mass_above = jnp.cumsum(probs, axis=-1) - probs
@@ -238,12 +243,8 @@ K_FAST = 8   # top-k widths up to this use a cheaper candidate search (same toke
 def _nucleus_rows(logits: Array, sorted_logits: Array, top_p: Array) -> Array:
   """`top_p_filter` with one p per row: float [B, w] logits, the same sorted descending,
   float32 [B] p -> [B, w]; rows with p >= 1 are returned unchanged."""
-  probs = jax.nn.softmax(sorted_logits, axis=-1)
-  mass_above = jnp.cumsum(probs, axis=-1) - probs
-  kept = jnp.where(mass_above < top_p[:, None], sorted_logits, jnp.inf)
-  threshold = jnp.min(kept, axis=-1, keepdims=True)
-  filtered = jnp.where(logits < threshold, -jnp.inf, logits)
-  return jnp.where(top_p[:, None] >= 1.0, logits, filtered)
+  p = top_p[:, None]
+  return jnp.where(p >= 1.0, logits, _nucleus(logits, sorted_logits, p))
 
 
 # Temperatures below this divide as if they were this: logits up to 3e8 in magnitude stay

@@ -104,8 +104,7 @@ def save(log_dir: str, content: dict) -> str:
 def load(path: str) -> Optional[dict]:
   """A session file's content, or None when `path` holds something else."""
   try:
-    with open(path, encoding='utf-8-sig') as f:  # a BOM is accepted, as by every reader
-      content = json.load(f)
+    content = jsonl.load_json(path)  # a BOM is accepted, as by every reader
   except (OSError, ValueError):
     return None
   return content if isinstance(content, dict) and content.get('format') == FORMAT else None

@@ -232,22 +232,21 @@ def test_a_folder_given_for_a_file(capsys, tmp_path):
 
 # ----------------------------------------------------------------------------- readers
 
-def test_translation_that_is_not_an_object(capsys, tmp_path):
+@pytest.mark.parametrize('command, lines, message', [
+    ('copoet', ['{"translation": {"en1": "Write a line", "en2": "x"}, "prediction": "y"}',
+                '{"translation": "Write a line", "prediction": "y"}'],
+     'field "instruction" (or "inputs", "translation.en1") is missing or not a string.'),
+    ('haiku', ['{"prediction": "a / b / c", "topic": "rain"}',
+               '{"prediction": "a / b / c", "topic": 5}'],
+     'field "topic" (or "keywords") is 5; it must be a string of topic words or a list of '
+     'them.'),
+])
+def test_a_field_of_the_wrong_type_names_file_line_and_field(capsys, tmp_path, command, lines,
+                                                             message):
+  """A `translation` that is not an object, a haiku `topic` that is a number: line 2."""
   path = tmp_path / 'preds.jsonl'
-  path.write_text('{"translation": {"en1": "Write a line", "en2": "x"}, "prediction": "y"}\n'
-                  '{"translation": "Write a line", "prediction": "y"}\n')
-  assert _error(capsys, ['score', 'copoet', path]) == (
-      f'{path}:2: field "instruction" (or "inputs", "translation.en1") is missing or not a '
-      'string.')
-
-
-def test_haiku_topic_that_is_a_number(capsys, tmp_path):
-  path = tmp_path / 'preds.jsonl'
-  path.write_text('{"prediction": "a / b / c", "topic": "rain"}\n'
-                  '{"prediction": "a / b / c", "topic": 5}\n')
-  assert _error(capsys, ['score', 'haiku', path]) == (
-      f'{path}:2: field "topic" (or "keywords") is 5; it must be a string of topic words or a '
-      'list of them.')
+  path.write_text('\n'.join(lines) + '\n')
+  assert _error(capsys, ['score', command, path]) == f'{path}:2: {message}'
 
 
 @pytest.mark.parametrize('interactions, message', [

@@ -1,4 +1,5 @@
-"""One distribution: the SeqIO tasks (t5x_tasks) and the trainer (t5x_engine), command `t5x`."""
+"""One distribution, three layers: the SeqIO tasks (t5x_tasks), the engine (t5x) and the
+`t5x` command with CoPoet's writing app (t5x_cli)."""
 import setuptools
 
 # The stack verified to install and import together on Python 3.11 (see DESIGN.md).
@@ -46,15 +47,15 @@ setuptools.setup(
     description='T5X-compatible JAX trainer and SeqIO tasks for CoPoet, Tk-Instruct, '
                 'the New Yorker caption contest and Deep Haiku.',
     python_requires='>=3.11',
-    packages=setuptools.find_packages(include=['t5x_tasks', 't5x_tasks.*', 't5x_engine',
-                                               't5x_engine.*']) + ['t5x_engine.gin'],
+    packages=setuptools.find_packages(include=['t5x_tasks', 't5x_tasks.*', 't5x', 't5x.*',
+                                               't5x_cli', 't5x_cli.*']) + ['t5x.gin'],
     # gin/ ships inside the package, so an installed `t5x train` finds relative gin files.
-    package_dir={'t5x_engine.gin': 'gin'},
-    package_data={'t5x_engine.gin': ['*.gin', '*/*.gin', '*/*/*.gin'],
-                  't5x_engine': ['web/*/*'],
+    package_dir={'t5x.gin': 'gin'},
+    package_data={'t5x.gin': ['*.gin', '*/*.gin', '*/*/*.gin'],
+                  't5x_cli': ['web/*/*'],
                   't5x_tasks': ['data/*.md', 'data/*.txt', 'data/*.parquet', 'data/*/*',
                                 'data/*/*/*', 'data/*/*/*/*', 'web/*/*']},
     install_requires=INSTALL_REQUIRES,
     extras_require={'hf': HF_REQUIRES, 'test': TEST_REQUIRES},
-    entry_points={'console_scripts': ['t5x = t5x_engine.cli:main']},
+    entry_points={'console_scripts': ['t5x = t5x_cli.main:main']},
 )

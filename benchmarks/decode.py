@@ -1,4 +1,4 @@
-"""Sampled-decoding throughput: t5x_engine.decoding.generate against transformers' generate.
+"""Sampled-decoding throughput: t5x.decoding.generate against transformers' generate.
 
 One random-weight T5 1.1 model (transformers' PyTorch T5 and its conversion into the
 flax network, so both decode the very same weights), the same prompts and the same
@@ -29,8 +29,9 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
-from t5x_engine import decoding, hf_convert  # noqa: E402
-from t5x_engine.network import Transformer  # noqa: E402
+from t5x import decoding  # noqa: E402
+from t5x.conversion import hf_convert
+from t5x.examples.t5.network import Transformer  # noqa: E402
 
 EOS = 1
 # transformers.T5Config sizes (all T5 1.1: gated-gelu, untied head).
@@ -137,7 +138,7 @@ def main():
         f'transformers {transformers.__version__}; load average {os.getloadavg()[0]:.2f}')
   (t_ours, n_ours), (t_theirs, n_theirs) = time_both([ours, theirs], args.reps)
   ours_tps, theirs_tps = n_ours / t_ours, n_theirs / t_theirs
-  print(f't5x_engine.decoding.generate: {t_ours * 1e3:8.1f} ms/batch  {n_ours:5d} tokens  '
+  print(f't5x.decoding.generate: {t_ours * 1e3:8.1f} ms/batch  {n_ours:5d} tokens  '
         f'{ours_tps:9.1f} tokens/s')
   print(f'transformers generate:        {t_theirs * 1e3:8.1f} ms/batch  {n_theirs:5d} tokens  '
         f'{theirs_tps:9.1f} tokens/s')

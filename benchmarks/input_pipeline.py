@@ -2,7 +2,7 @@
 against the rate at which the train step consumes them.
 
 Pipeline: for each task family (CoPoet, Deep Haiku, Tk-Instruct, the caption contest) the
-train pipeline is built as `t5x train` builds it: t5x_engine.data.get_dataset on a
+train pipeline is built as `t5x train` builds it: t5x.data.get_dataset on a
 DatasetConfig with the family's TASK_FEATURE_LENGTHS (read from its gin file), split
 'train', shuffled with seed 0, packed, repeating forever (the bundled samples are small,
 so they repeat). After a few warm-up batches, batches are pulled for a while (at least
@@ -49,10 +49,10 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
-from t5x_engine import (data, fs_utils, model_config, models, optimizers,  # noqa: E402
+from t5x import (data, fs_utils, model_config, models, optimizers,  # noqa: E402
                         partitioning, trainer)
-from t5x_engine.network import T5Config, Transformer  # noqa: E402
-from t5x_engine.utils import DatasetConfig  # noqa: E402
+from t5x.examples.t5.network import T5Config, Transformer  # noqa: E402
+from t5x.utils import DatasetConfig  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_step  # noqa: E402  (the benchmarks' shared tiny model)

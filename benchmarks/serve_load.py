@@ -58,7 +58,7 @@ def running_server(checkpoint: str, log_dir: str, *, seed: Optional[int] = None,
                    env: Optional[dict] = None, timeout: float = 300.0) -> Iterator[str]:
   """Starts `t5x serve` on a free loopback port; yields its URL once it answers; stops it."""
   port = free_port()
-  command = [sys.executable, '-m', 't5x_engine.cli', 'serve', '--checkpoint', str(checkpoint),
+  command = [sys.executable, '-m', 't5x_cli.main', 'serve', '--checkpoint', str(checkpoint),
              '--port', str(port), '--log_dir', str(log_dir)]
   if seed is not None:
     command += ['--seed', str(seed)]

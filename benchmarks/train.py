@@ -81,7 +81,7 @@ def hf_config(size: str):
 def project_config(size: str):
   """The project's T5Config of `size` (float32 on a CPU, dropout 0.1)."""
   import dataclasses
-  from t5x_engine import hf_convert
+  from t5x.conversion import hf_convert
   cfg = hf_convert.config_from_hf(hf_config(size).to_dict(), f'{size} config')
   return dataclasses.replace(cfg, dtype='float32', dropout_rate=DROPOUT)
 
@@ -90,8 +90,9 @@ def save_initial_model(size: str, folder: str, seed: int = 0) -> None:
   """T5X's random initialisation written as a transformers folder: the start point of
   both stacks. (transformers' own random T5 init starts near a per-token loss of 30.)"""
   import jax
-  from t5x_engine import hf_convert, models
-  from t5x_engine.network import Transformer
+  from t5x.conversion import hf_convert
+  from t5x import models
+  from t5x.examples.t5.network import Transformer
   cfg = project_config(size)
   params = models.EncoderDecoderModel(Transformer(cfg)).init_params(jax.random.PRNGKey(seed))
   os.makedirs(folder)
@@ -105,7 +106,8 @@ def example_schedule(args, steps: int) -> list[list[tuple[list[int], list[int]]]
   """The examples of each of the project's first `steps` steps, as (input ids, target
   ids) lists: the packed train batches of `t5x train`, unpacked by segment id."""
   import gin
-  from t5x_engine import data, utils
+  from t5x import data
+  from t5x import utils
   import t5x_tasks.vocabularies  # noqa: F401  (registers the configurable bound below)
   gin.bind_parameter('vocabularies.task_vocabulary.name', 'quickstart')
   cfg = utils.DatasetConfig('copoet_instructions', lengths(args), 'train', args.batch,
@@ -166,7 +168,7 @@ def run_project(args, init_dir: str, work: str, tag: str) -> dict:
       f'train_script.train.stats_period={args.stats_period}',
       f'utils.create_learning_rate_scheduler.base_learning_rate={LEARNING_RATE}',
       *size_bindings]
-  command = [sys.executable, '-m', 't5x_engine.cli', 'train', f'--gin_file={size_gin}',
+  command = [sys.executable, '-m', 't5x_cli.main', 'train', f'--gin_file={size_gin}',
              '--gin_file=runs/finetune.gin',
              f'--gin_file={os.path.join(ROOT, "benchmarks", "train_copoet.gin")}',
              *[f'--gin.{b}' for b in bindings]]
@@ -235,7 +237,7 @@ def pytorch_worker(args) -> None:
       windows.append(dict(window, step=step, seconds=now - last,
                           loss=loss_sum / max(window['target_tokens'], 1)))
       window, last = dict(seconds=0.0, examples=0, target_tokens=0, loss_sum=0.0), now
-  from t5x_engine import fs_utils
+  from t5x import fs_utils
   fs_utils.write_atomic(args.worker_out, json.dumps(windows))
 
 
@@ -355,7 +357,7 @@ def scaling_worker(args) -> None:
       times.append(time.perf_counter() - start)
     results.append(dict(batch=batch, length=length, step_s=statistics.median(times)))
     print(results[-1], flush=True)
-  from t5x_engine import fs_utils
+  from t5x import fs_utils
   fs_utils.write_atomic(args.worker_out, json.dumps(results))
 
 
@@ -363,8 +365,11 @@ def _project_step(args, batch: int, length: int):
   """The trainer's own jitted step (what `t5x train` runs) on one synthetic batch."""
   import jax
   import numpy as np
-  from t5x_engine import models, optimizers, partitioning, trainer
-  from t5x_engine.network import Transformer
+  from t5x import models
+  from t5x import optimizers
+  from t5x import partitioning
+  from t5x import trainer
+  from t5x.examples.t5.network import Transformer
   cfg = project_config(args.size)
   model = models.EncoderDecoderModel(Transformer(cfg), optimizer_def=optimizers.adafactor())
   tr = trainer.Trainer(model=model, partitioner=partitioning.PjitPartitioner(num_partitions=1),
@@ -461,7 +466,7 @@ def plot(result: dict, path: str) -> None:
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
-  from t5x_engine import fs_utils
+  from t5x import fs_utils
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   if result['kind'] == 'compare':
     _plot_throughput(axes[0], os.path.dirname(path), result)
@@ -552,7 +557,7 @@ def main(argv=None) -> None:
   os.makedirs(args.out, exist_ok=True)
   name = f'train_{"scaling" if args.scaling else "compare"}_{args.size}'
   name += f'_{args.tag}' if args.tag else ''
-  from t5x_engine import fs_utils
+  from t5x import fs_utils
   fs_utils.write_atomic(os.path.join(args.out, f'{name}.json'), json.dumps(result, indent=1))
   plot(result, os.path.join(args.out, f'{name}.png'))
   print(f'wrote {os.path.join(args.out, name)}.json and .png')

@@ -1,6 +1,6 @@
 """Train-step throughput and model FLOPs utilisation (MFU) on synthetic batches.
 
-Runs the project's own partitioned train step (t5x_engine.trainer.Trainer, Adafactor as
+Runs the project's own partitioned train step (t5x.trainer.Trainer, Adafactor as
 in the fine-tuning configs) on every local device, with random full-length batches (no
 padding, so every position is a real token), and reports per step: time, tokens/s,
 model TFLOP/s per device, MFU against the accelerator's dense bf16 peak, and the peak
@@ -32,8 +32,13 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
-from t5x_engine import fs_utils, model_config, models, optimizers, partitioning, trainer  # noqa: E402
-from t5x_engine.network import T5Config, Transformer  # noqa: E402
+from t5x import fs_utils  # noqa: E402
+from t5x import model_config
+from t5x import models
+from t5x import optimizers
+from t5x import partitioning
+from t5x import trainer
+from t5x.examples.t5.network import T5Config, Transformer  # noqa: E402
 
 GIN_MODELS = os.path.join(os.path.dirname(__file__), '..', 'gin', 'models', 't5_1_1')
 TINY = dict(vocab_size=256, emb_dim=64, num_heads=4, head_dim=16, mlp_dim=128,

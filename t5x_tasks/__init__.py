@@ -1,2 +1,2 @@
 """SeqIO tasks and mixtures for CoPoet, Tk-Instruct, the New Yorker caption contest and
-Deep Haiku. Imports seqio, never t5x_engine, so the same tasks run under upstream T5X."""
+Deep Haiku. Imports seqio, never t5x, so the same tasks run under upstream T5X."""

@@ -35,7 +35,7 @@ def quickstart(tmp_path_factory):
   """(MODEL_DIR, completed process) of the README's quickstart, trained once per session."""
   model_dir = tmp_path_factory.mktemp('quickstart') / 'model'
   proc = subprocess.run(
-      [sys.executable, '-m', 't5x_engine.cli', 'train', '--gin_file=gin/quickstart.gin',
+      [sys.executable, '-m', 't5x_cli.main', 'train', '--gin_file=gin/quickstart.gin',
        f'--gin.MODEL_DIR="{model_dir}"'],
       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]

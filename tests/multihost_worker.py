@@ -21,7 +21,10 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 import train_helpers  # noqa: E402
-from t5x_engine import distributed, partitioning, train, utils  # noqa: E402
+from t5x import distributed  # noqa: E402
+from t5x import partitioning
+from t5x import train
+from t5x import utils
 
 GLOBAL_BATCH = 8
 

@@ -9,7 +9,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 import train_helpers  # noqa: E402
-from t5x_engine import model_config, partitioning, trainer  # noqa: E402
+from t5x import model_config  # noqa: E402
+from t5x import partitioning
+from t5x import trainer
 
 
 def run(num_partitions, param_dims, devices, steps=3, zero=False):

@@ -1,4 +1,4 @@
-"""`t5x_engine.load` on every source it accepts, and the `t5x` console script."""
+"""`t5x.load` on every source it accepts, and the `t5x` console script."""
 import os
 import shutil
 import subprocess
@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import hf_models
-import t5x_engine
-from t5x_engine import cli, converters
+import t5x
+from t5x_cli import main as cli
+from t5x.conversion import converters
 
 
 @pytest.fixture(scope='module')
@@ -29,7 +30,7 @@ def test_every_source_gives_the_same_logits(medium_model_dir):
   expected = hf_models.hf_logits(model, enc, dec)
   sources = [model_dir, model_dir / 'checkpoint_0', hf_dir]
   for source in sources:
-    loaded = t5x_engine.load(str(source))
+    loaded = t5x.load(str(source))
     # Not derivable from shapes: it travels in model.gin (or config.json).
     assert loaded.config.relative_attention_max_distance == 20, source
     assert np.abs(loaded.logits(enc, dec) - expected).max() <= 1e-4, source
@@ -44,11 +45,11 @@ def test_model_gin_describes_the_checkpoint(medium_model_dir):
 
 def test_load_rejects_a_folder_without_a_model(tmp_path):
   with pytest.raises(FileNotFoundError, match='found no model'):
-    t5x_engine.load(str(tmp_path))
+    t5x.load(str(tmp_path))
 
 
 def test_logits_checks_its_inputs(medium_model_dir):
-  loaded = t5x_engine.load(str(medium_model_dir[2]))
+  loaded = t5x.load(str(medium_model_dir[2]))
   with pytest.raises(ValueError, match=r'\(2, 3\) and \(3, 3\)'):
     loaded.logits(np.ones((2, 3)), np.ones((3, 3)))
 
@@ -71,8 +72,8 @@ def test_cli_help_without_install(capsys):
 
 def test_bfloat16_parameters_for_inference(medium_model_dir):
   model, _, model_dir = medium_model_dir
-  full = t5x_engine.load(str(model_dir))
-  half = t5x_engine.load(str(model_dir), param_dtype='bfloat16')
+  full = t5x.load(str(model_dir))
+  half = t5x.load(str(model_dir), param_dtype='bfloat16')
   leaves = lambda m: [np.asarray(x) for x in jax.tree_util.tree_leaves(m.params)]
   assert {x.dtype.name for x in leaves(half)} == {'bfloat16'}
   assert half.config.param_dtype == 'bfloat16' and half.config.dtype == full.config.dtype

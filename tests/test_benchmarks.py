@@ -9,7 +9,7 @@ from conftest import ENV, ROOT
 
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 import train_step  # noqa: E402
-from t5x_engine.network import T5Config  # noqa: E402
+from t5x.examples.t5.network import T5Config  # noqa: E402
 
 
 def test_model_flops_match_a_hand_count():

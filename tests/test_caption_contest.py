@@ -300,7 +300,7 @@ def _write_rows(folder, config, rows):
 
 
 def _run_cli(argv, capsys):
-  from t5x_engine import cli
+  from t5x_cli import main as cli
   assert cli.main(['score', 'caption'] + argv + ['--json']) == 0
   return json.loads(capsys.readouterr().out)
 

@@ -14,7 +14,8 @@ import subprocess
 import gin
 import pytest
 
-from t5x_engine import cli, gin_utils
+from t5x_cli import main as cli
+from t5x import gin_utils
 from t5x_tasks import copoet, jsonl
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -332,7 +333,7 @@ def test_bom_is_accepted_by_every_reader(capsys, tmp_path):
   assert cli.main(['score', 'copoet', str(tmp_path / 'session.json'), '--json']) == 0
   assert json.loads(capsys.readouterr().out)['runs'] == 1
   # t5x infer's prompts files, plain text and JSON Lines
-  from t5x_engine import infer
+  from t5x import infer
   (tmp_path / 'prompts.txt').write_bytes(BOM + b'Write a poem\r\n\r\nAnother one\n')
   read = infer._prompt_examples  # pylint: disable=protected-access
   assert read(str(tmp_path / 'prompts.txt')) == [
@@ -389,9 +390,9 @@ def test_pickle_with_objects_is_refused(capsys, tmp_path):
                      'you trust.')
   assert 'weights_only' not in message
   assert not marker.exists() and not (tmp_path / 'out').exists()
-  import t5x_engine
+  import t5x
   with pytest.raises(ValueError, match='refusing to unpickle arbitrary objects'):
-    t5x_engine.load(folder)
+    t5x.load(folder)
   assert not marker.exists()
 
 

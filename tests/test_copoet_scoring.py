@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from t5x_engine import cli
+from t5x_cli import main as cli
 from t5x_tasks import copoet_scoring
 
 

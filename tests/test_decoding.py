@@ -10,9 +10,10 @@ import pytest
 import torch
 
 import hf_models
-from t5x_engine import decoding, hf_convert
-from t5x_engine.decoding import DecodeOptions
-from t5x_engine.network import Transformer
+from t5x import decoding
+from t5x.conversion import hf_convert
+from t5x.decoding import DecodeOptions
+from t5x.examples.t5.network import Transformer
 
 LENGTH = 24
 # Per variant, a random model whose EOS (chosen below) ends some rows early but not all.

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import seqio
 
-from t5x_engine import gin_utils, model_config, models, utils
+from t5x import gin_utils
+from t5x import model_config
+from t5x import models
+from t5x import utils
 
 GIN_DIR = pathlib.Path(__file__).resolve().parents[1] / 'gin'
 ADD_ONS = {'lora.gin'}  # given after an experiment file; tested in test_lora.py
@@ -39,7 +42,7 @@ def _macro(name):
 
 def _size_params(size_file):
   gin_utils.parse([size_file], [])
-  from t5x_engine import network
+  from t5x.examples.t5 import network
   count = model_config.count_params(gin.get_configurable(network.T5Config)())
   gin.clear_config()
   return count

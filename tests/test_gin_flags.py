@@ -2,7 +2,7 @@
 import gin
 import pytest
 
-from t5x_engine import gin_utils
+from t5x import gin_utils
 
 
 @pytest.fixture(autouse=True)

@@ -12,8 +12,9 @@ import transformers
 from safetensors.numpy import load_file, save_file
 
 import hf_models
-import t5x_engine
-from t5x_engine import cli, model_config
+import t5x
+from t5x_cli import main as cli
+from t5x import model_config
 
 WORDS = ('the moon over still water a poem of rain and autumn wind write a haiku about '
          'snow in the mountains rhyme with light night bright sonnet verse line').split()
@@ -70,7 +71,7 @@ def test_export_loads_in_transformers_with_equal_logits(hf_dir, tmp_path):
   enc, dec = hf_models.padded_batch(model.config.vocab_size, seed=3)
   expected = hf_models.hf_logits(model, enc, dec)
   assert np.abs(hf_models.hf_logits(loaded.eval(), enc, dec) - expected).max() == 0.0
-  ours = t5x_engine.load(str(tmp_path / 'model')).logits(enc, dec)
+  ours = t5x.load(str(tmp_path / 'model')).logits(enc, dec)
   assert np.abs(ours - expected).max() <= 1e-4
 
 
@@ -92,7 +93,7 @@ def test_pytorch_bin_imports_like_safetensors(hf_dir, tmp_path):
   bin_dir.mkdir()
   shutil.copyfile(os.path.join(folder, 'config.json'), bin_dir / 'config.json')
   torch.save(model.state_dict(), bin_dir / 'pytorch_model.bin')
-  a, b = t5x_engine.load(str(bin_dir)), t5x_engine.load(folder)
+  a, b = t5x.load(str(bin_dir)), t5x.load(folder)
   fa, fb = model_config.flatten(a.params), model_config.flatten(b.params)
   assert fa.keys() == fb.keys()
   for key in fa:

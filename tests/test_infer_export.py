@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import transformers
 
-import t5x_engine
-from t5x_engine import cli, hf_export
+import t5x
+from t5x_cli import main as cli
+from t5x.conversion import hf_export
 
 LENGTHS = '{"inputs": 64, "targets": 64}'
 
@@ -121,7 +122,7 @@ def test_export_refuses_a_model_that_does_not_reproduce(quickstart, tmp_path, mo
 
 
 def test_notebook_generate_and_score(quickstart):
-  model = t5x_engine.load(str(quickstart[0]))
+  model = t5x.load(str(quickstart[0]))
   greedy = model.generate(["Write a poetic sentence about 'sea'"])
   assert isinstance(greedy[0], str) and greedy == model.generate(["Write a poetic sentence about 'sea'"])
   samples = model.generate(["Write a poetic sentence about 'sea'"], decode='sample', top_k=5,
@@ -148,7 +149,9 @@ def test_eval_every_checkpoint_of_a_model_dir(quickstart, tmp_path):
 def test_infer_eval_period_during_training(tmp_path):
   import gin
   import train_helpers
-  from t5x_engine import partitioning, train, utils
+  from t5x import partitioning
+  from t5x import train
+  from t5x import utils
   gin.clear_config()
   gin.bind_parameter('vocabularies.task_vocabulary.name', 'quickstart')
   try:

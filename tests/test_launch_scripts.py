@@ -173,7 +173,7 @@ def test_install_copies_the_checkout_and_sends_valid_shell(fakes):
   assert all('--worker=all' in c for c in calls)
   with tarfile.open(fakes['home'] / 't5x-src.tar.gz') as tar:
     names = set(tar.getnames())
-  assert {'setup.py', 'tpu_scripts/launch.sh', 't5x_engine/cli.py', 'gin/copoet_11b.gin'} <= names
+  assert {'setup.py', 'tpu_scripts/launch.sh', 't5x/cli.py', 'gin/copoet_11b.gin'} <= names
   assert not any(n.startswith(('.venv/', 'build/', '.git/')) for n in names)
 
 
@@ -446,7 +446,7 @@ def test_notebook_is_stored_clean():
   assert code and all(not c.outputs and c.execution_count is None for c in code)
   source = '\n'.join(c.source for c in code)
   for needed in ("os.environ.get('QUICKSTART_STEPS', '800')", "'train'", "'export-hf'",
-                 't5x_engine.load(MODEL_DIR)', 'model.generate(', 'jax[tpu]'):
+                 't5x.load(MODEL_DIR)', 'model.generate(', 'jax[tpu]'):
     assert needed in source, needed
 
 

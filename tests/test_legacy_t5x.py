@@ -9,8 +9,10 @@ from flax import serialization
 
 import hf_models
 import test_model_sizes
-import t5x_engine
-from t5x_engine import cli, legacy_t5x, model_config
+import t5x
+from t5x_cli import main as cli
+from t5x.conversion import legacy_t5x
+from t5x import model_config
 
 
 @pytest.fixture(scope='session')
@@ -24,7 +26,7 @@ def _fixture_target(path):
 
 
 def test_our_tree_has_exactly_t5x_names_and_shapes(tiny_checkpoint):
-  model = t5x_engine.load(tiny_checkpoint)
+  model = t5x.load(tiny_checkpoint)
   cfg = model.config
   assert (cfg.vocab_size, cfg.emb_dim, cfg.num_heads, cfg.head_dim, cfg.mlp_dim) == (32128, 8, 4, 3, 16)
   assert (cfg.num_encoder_layers, cfg.num_decoder_layers) == (2, 2)
@@ -44,11 +46,11 @@ def test_fixture_logits_equal_transformers_on_its_export(tiny_checkpoint, tmp_pa
       tmp_path / 'hf', output_loading_info=True)
   assert not info['missing_keys'] and not info['unexpected_keys']
   enc, dec = hf_models.padded_batch(32128, seed=11)
-  ours = t5x_engine.load(str(tmp_path / 'model')).logits(enc, dec)
+  ours = t5x.load(str(tmp_path / 'model')).logits(enc, dec)
   theirs = hf_models.hf_logits(hf.eval(), enc, dec)
   assert np.abs(ours - theirs).max() <= 1e-4
   # Loading the T5X file directly gives the same numbers as our converted checkpoint.
-  direct = t5x_engine.load(tiny_checkpoint).logits(enc, dec)
+  direct = t5x.load(tiny_checkpoint).logits(enc, dec)
   np.testing.assert_array_equal(direct, ours)
 
 

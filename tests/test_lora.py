@@ -10,10 +10,10 @@ import pytest
 
 import hf_models
 import train_helpers
-import t5x_engine
-from t5x_engine import (checkpoints, cli, converters, hf_convert, lora, model_config,
+import t5x
+from t5x import (checkpoints, cli, converters, hf_convert, lora, model_config,
                         optimizers, partitioning, train, trainer, utils)
-from t5x_engine.network import LORA_TARGETS, T5Config, Transformer
+from t5x.examples.t5.network import LORA_TARGETS, T5Config, Transformer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SPIECE = ROOT / 't5x_tasks' / 'data' / 'copoet_sample' / 'spiece.model'  # 320 pieces
@@ -245,12 +245,12 @@ def test_merge_lora_writes_a_plain_model_dir_that_loads_and_exports(trained, tmp
   assert sorted(os.listdir(merged_dir)) == ['checkpoint_0', 'model.gin', 'spiece.model']
   assert 'lora_rank = 0' in (merged_dir / 'model.gin').read_text()
   assert not lora.has_adapters(checkpoints.restore_target(str(merged_dir / 'checkpoint_0')))
-  loaded = t5x_engine.load(str(merged_dir))
+  loaded = t5x.load(str(merged_dir))
   assert loaded.config.lora_rank == 0 and loaded.merged_lora_rank == 0
   enc, dec = hf_models.padded_batch(cfg.vocab_size, seed=2)
   assert np.abs(loaded.logits(enc, dec) - expected).max() <= 1e-5
   # api.load of the LoRA folder itself merges on the way in.
-  direct = t5x_engine.load(str(lora_dir))
+  direct = t5x.load(str(lora_dir))
   assert direct.merged_lora_rank == cfg.lora_rank
   assert np.abs(direct.logits(enc, dec) - expected).max() <= 1e-5
 
@@ -301,7 +301,8 @@ def test_parameter_counts_for_the_planner(trained):
 
 def test_lora_gin_adds_to_an_experiment():
   import gin
-  from t5x_engine import gin_utils, network
+  from t5x import gin_utils
+  from t5x.examples.t5 import network
   gin.clear_config()
   try:
     gin_utils.parse(['copoet_3b.gin', 'lora.gin'], [])

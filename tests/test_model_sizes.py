@@ -6,7 +6,9 @@ import pytest
 import torch
 import transformers
 
-from t5x_engine import hf_convert, model_config, network
+from t5x.conversion import hf_convert
+from t5x import model_config
+from t5x.examples.t5 import network
 
 GIN_DIR = pathlib.Path(__file__).resolve().parents[1] / 'gin'
 SIZE_FILES = sorted(str(p.relative_to(GIN_DIR)) for p in (GIN_DIR / 'models').glob('*/*.gin'))

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import ENV, ROOT
-from t5x_engine import checkpoints, distributed, model_config
+from t5x import checkpoints
+from t5x import distributed
+from t5x import model_config
 
 WORKER = os.path.join(os.path.dirname(__file__), 'multihost_worker.py')
 
@@ -141,7 +143,7 @@ def test_silent_coordinator_times_out_with_a_clear_error():
 def test_cli_rejects_bad_flags_before_compiling(tmp_path):
   port = _free_port()
   proc = subprocess.run(
-      [sys.executable, '-m', 't5x_engine.cli', 'train', '--gin_file=gin/quickstart.gin',
+      [sys.executable, '-m', 't5x_cli.main', 'train', '--gin_file=gin/quickstart.gin',
        f'--gin.MODEL_DIR="{tmp_path / "m"}"', f'--coordinator_address=127.0.0.1:{port}',
        '--process_count=2', '--process_index=1', '--initialization_timeout=1'],
       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)

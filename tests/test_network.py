@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import hf_models
-from t5x_engine import hf_convert, model_config
-from t5x_engine.network import T5Config, Transformer
+from t5x.conversion import hf_convert
+from t5x import model_config
+from t5x.examples.t5.network import T5Config, Transformer
 
 PARITY_ATOL = 1e-4
 

@@ -15,8 +15,9 @@ import optax
 import pytest
 
 from conftest import ENV, ROOT
-from t5x_engine import model_config, plan
-from t5x_engine.network import T5Config
+from t5x import model_config
+from t5x.memory import plan
+from t5x.examples.t5.network import T5Config
 
 # gin/quickstart.gin's architecture (over models/t5_1_1/tiny.gin).
 QUICKSTART = dict(vocab_size=384, emb_dim=64, num_heads=4, head_dim=16, mlp_dim=128,
@@ -34,7 +35,7 @@ def _plan(tmp_path, *flags, timeout=600):
   """(completed process, report dict or None) of `t5x plan --gin_file=gin/quickstart.gin`."""
   out = tmp_path / 'plan.json'
   proc = subprocess.run(
-      [sys.executable, '-m', 't5x_engine.cli', 'plan', '--gin_file=gin/quickstart.gin',
+      [sys.executable, '-m', 't5x_cli.main', 'plan', '--gin_file=gin/quickstart.gin',
        '--json', str(out), *flags],
       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
   report = json.loads(out.read_text()) if out.exists() else None
@@ -143,7 +144,7 @@ def test_indivisible_mesh_is_a_clear_error(tmp_path, mesh, numbers):
 
 
 def test_bad_mesh_flag_is_refused_before_planning():
-  proc = subprocess.run([sys.executable, '-m', 't5x_engine.cli', 'plan',
+  proc = subprocess.run([sys.executable, '-m', 't5x_cli.main', 'plan',
                          '--gin_file=gin/quickstart.gin', '--mesh', '4by8'],
                         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 2 and 'DATAxMODEL' in proc.stderr and 'Traceback' not in proc.stderr

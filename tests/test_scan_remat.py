@@ -13,9 +13,9 @@ import pytest
 
 import hf_models
 import train_helpers
-from t5x_engine import (api, checkpoints, cli, converters, decoding, model_config,
+from t5x import (api, checkpoints, cli, converters, decoding, model_config,
                         partitioning, trainer)
-from t5x_engine.network import T5Config, Transformer
+from t5x.examples.t5.network import T5Config, Transformer
 
 TOL = 1e-5
 STEPS = 3
@@ -156,7 +156,7 @@ def test_scanned_logits_and_greedy_decode_equal_plain(tmp_path):
 
 
 def test_initial_checkpoint_is_delivered_in_the_model_layout(tmp_path):
-  from t5x_engine import train
+  from t5x import train
   params = jax.device_get(train_helpers.tiny_model().init_params(jax.random.PRNGKey(2)))
   converters.write_model_dir(str(tmp_path / 'plain'), params, train_helpers.tiny_config())
   converters.write_model_dir(str(tmp_path / 'scanned'), params,
@@ -197,7 +197,8 @@ def test_bad_remat_policy_names_the_field_and_the_choices():
 
 
 def test_scanned_run_resumes_exactly_and_loads_for_inference(tmp_path):
-  from t5x_engine import train, utils
+  from t5x import train
+  from t5x import utils
 
   def run(model_dir, steps):
     return train.train(

@@ -1,7 +1,7 @@
 """`t5x prep ni`, `t5x score ni` and `t5x score caption` from the command line."""
 import json
 
-from t5x_engine import cli
+from t5x_cli import main as cli
 from t5x_tasks import caption_contest_data, ni_metrics
 
 

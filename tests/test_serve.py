@@ -10,9 +10,13 @@ import uuid
 
 import pytest
 
-import t5x_engine
+import t5x
 from conftest import ENV, ROOT
-from t5x_engine import cli, converters, fs_utils, serve, serving
+from t5x_cli import main as cli
+from t5x.conversion import converters
+from t5x import fs_utils
+from t5x_cli import copoet_app as serve
+from t5x.serving import batched_sampler as serving
 from t5x_tasks import copoet_metrics, copoet_scoring, copoet_sessions, jsonl
 
 sys.path.insert(0, str(ROOT / 'benchmarks'))
@@ -23,7 +27,7 @@ RHYME = "Write a poetic sentence that ends in a word which rhymes with 'night'"
 
 @pytest.fixture(scope='module')
 def model(quickstart):
-  return t5x_engine.load(str(quickstart[0]))
+  return t5x.load(str(quickstart[0]))
 
 
 def test_row_buckets_are_powers_of_two():
@@ -115,7 +119,7 @@ def test_sampler_decodes_reproducibly_from_ours_and_from_a_hugging_face_export(
   # `t5x serve --checkpoint HF_DIR` loads an export-hf folder the same way.
   converters.export_hf(str(quickstart[0]), str(tmp_path / 'hf'), verify=False)
   texts = []
-  for source in (model, model, t5x_engine.load(str(tmp_path / 'hf'))):
+  for source in (model, model, t5x.load(str(tmp_path / 'hf'))):
     sampler = serving.BatchedSampler(source, max_rows=8, seed=7)
     result = sampler.submit(RHYME, 5, serve.sampling_settings()).result(120)
     sampler.close()

@@ -20,7 +20,11 @@ import pytest
 from fastapi import testclient
 
 from conftest import ENV, ROOT
-from t5x_engine import cli, fs_utils, http_guard, serve, serving
+from t5x_cli import main as cli
+from t5x import fs_utils
+from t5x.serving import http_guard
+from t5x_cli import copoet_app as serve
+from t5x.serving import batched_sampler as serving
 from t5x_tasks import copoet_sessions, jsonl
 
 
@@ -395,7 +399,7 @@ _TMPFS_SCRIPT = '''
 import json, os, subprocess, sys, uuid
 sys.path.insert(0, {tests!r})
 from fastapi import testclient
-from t5x_engine import serve
+from t5x_cli import copoet_app as serve
 from test_serve_hostile import StubSampler
 folder = sys.argv[1]
 subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', folder], check=True)

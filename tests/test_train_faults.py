@@ -14,12 +14,17 @@ import numpy as np
 import pytest
 
 import train_helpers
-from t5x_engine import checkpoints, model_config, partitioning, train, trainer, utils
+from t5x import checkpoints
+from t5x import model_config
+from t5x import partitioning
+from t5x import train
+from t5x import trainer
+from t5x import utils
 
 from conftest import ENV, ROOT
 
 TESTS = pathlib.Path(__file__).resolve().parent
-T5X = [sys.executable, '-m', 't5x_engine.cli', 'train']
+T5X = [sys.executable, '-m', 't5x_cli.main', 'train']
 TIMING = {'steps_per_sec', 'target_tokens_per_sec', 'examples_per_sec', 'window_sec'}
 
 # `t5x train` on the tiny model and numpy batches (no SeqIO, no TensorFlow): saves every 2
@@ -28,9 +33,9 @@ TINY_GIN = """
 from __gin__ import dynamic_registration
 import test_train_faults
 import train_helpers
-from t5x_engine import partitioning
-from t5x_engine import utils
-from t5x_engine import train as train_script
+from t5x import partitioning
+from t5x import utils
+from t5x import train as train_script
 
 MODEL_DIR = %gin.REQUIRED
 TRAIN_STEPS = 10
@@ -282,7 +287,7 @@ def test_full_tmpfs_fails_the_cli_with_one_error_line(tmp_path):
 # case where metrics.jsonl still fits); else the folder is a real full tmpfs.
 FILL_METRICS = """
 import errno, os, sys
-from t5x_engine import metrics_writer
+from t5x import metrics_writer
 model_dir = sys.argv[1]
 if os.environ.get('SIMULATE'):
   import tensorboardX.record_writer as rw

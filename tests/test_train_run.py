@@ -13,12 +13,18 @@ import numpy as np
 import pytest
 
 import train_helpers
-import t5x_engine
-from t5x_engine import checkpoints, cli, model_config, partitioning, train, trainer, utils
+import t5x
+from t5x import checkpoints
+from t5x_cli import main as cli
+from t5x import model_config
+from t5x import partitioning
+from t5x import train
+from t5x import trainer
+from t5x import utils
 
 from conftest import ENV, ROOT
 
-T5X = [sys.executable, '-m', 't5x_engine.cli', 'train']
+T5X = [sys.executable, '-m', 't5x_cli.main', 'train']
 
 
 def _records(model_dir, split='train'):
@@ -51,7 +57,7 @@ def test_quickstart_halves_the_loss_and_leaves_its_files(quickstart):
 
 def test_load_accepts_a_training_model_dir(quickstart):
   model_dir, _ = quickstart
-  model = t5x_engine.load(str(model_dir))
+  model = t5x.load(str(model_dir))
   assert model.source.endswith('checkpoint_800')
   assert (model.config.emb_dim, model.config.vocab_size, model.config.dtype) == (64, 384, 'float32')
   target = checkpoints.restore_target(str(model_dir / 'checkpoint_800'))
@@ -162,7 +168,7 @@ def test_nan_loss_stops_or_skips(tmp_path):
 # ----------------------------------------------------------------------------- bad input
 
 def test_unknown_task_lists_the_closest_names():
-  from t5x_engine import data
+  from t5x import data
   import t5x_tasks.copoet  # noqa: F401
   with pytest.raises(ValueError, match="'copoet_instructionz'.*closest registered: copoet_instructions"):
     data.get_task(utils.DatasetConfig('copoet_instructionz', {}, 'train', 8, False, 0))
@@ -185,7 +191,7 @@ def test_unwritable_model_dir_fails_before_compiling(tmp_path):
 
 
 def test_engine_imports_without_tensorflow():
-  code = ('import sys, t5x_engine, t5x_engine.train, t5x_engine.trainer, t5x_engine.cli; '
+  code = ('import sys, t5x, t5x.train, t5x.trainer, t5x_cli.main; '
           'assert "tensorflow" not in sys.modules and "seqio" not in sys.modules, "TF imported"')
   subprocess.run([sys.executable, '-c', code], check=True, env=ENV, timeout=120)
 
@@ -237,11 +243,11 @@ def test_initial_checkpoint_from_each_format(tmp_path, shared_dir):
   # ... a legacy T5X checkpoint (T5X's own tiny test checkpoint) ...
   fixture = shared_dir / 'fixtures' / 't5x' / 'test_t5_tiny.checkpoint_0'
   tiny = train_helpers.models.EncoderDecoderModel(train_helpers.Transformer(
-      t5x_engine.load(str(fixture)).config))
+      t5x.load(str(fixture)).config))
   _assert_same_params(_start_from(str(fixture), tmp_path / 'b', tiny),
-                      t5x_engine.load(str(fixture)).params)
+                      t5x.load(str(fixture)).params)
   # ... and a Hugging Face folder.
-  from t5x_engine import converters
+  from t5x.conversion import converters
   converters.export_hf(str(tmp_path / 'ours'), str(tmp_path / 'hf'))
   _assert_same_params(_start_from(str(tmp_path / 'hf'), tmp_path / 'c', train_helpers.tiny_model()),
                       ours)

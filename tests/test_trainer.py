@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 
 import train_helpers
-from t5x_engine import losses, optimizers, partitioning, trainer
+from t5x import losses
+from t5x import optimizers
+from t5x import partitioning
+from t5x import trainer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -1,8 +1,9 @@
 """Small models and numpy batches for trainer tests (no SeqIO, no TensorFlow)."""
 import numpy as np
 
-from t5x_engine import models, optimizers
-from t5x_engine.network import T5Config, Transformer
+from t5x import models
+from t5x import optimizers
+from t5x.examples.t5.network import T5Config, Transformer
 
 
 def tiny_config(**kw) -> T5Config:

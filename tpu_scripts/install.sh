@@ -97,7 +97,7 @@ $venv/bin/pip install -q --upgrade pip
 $fetch
 $venv/bin/pip install -q $pip_target
 $jax_step
-echo \"\$(hostname): \$($venv/bin/python -c 'import jax, t5x_engine; print(\"jax\", jax.__version__)') installed\""
+echo \"\$(hostname): \$($venv/bin/python -c 'import jax, t5x; print(\"jax\", jax.__version__)') installed\""
 
 run gcloud compute tpus tpu-vm ssh "$TPU_NAME" "${TPU_FLAGS[@]}" --worker=all --command="$remote"
 if [ "$DRY_RUN" = 0 ]; then echo "installed on every worker of $TPU_NAME; next: launch.sh" >&2; fi

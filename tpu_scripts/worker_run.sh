@@ -89,7 +89,7 @@ job() {
   if [ ! -d gin ] && [[ ${1:-} =~ ^(train|infer|eval)$ ]]; then
     # No checkout here (a wheel install): find gin/... inside the installed package.
     local package
-    package=$("$VENV/bin/python" -c 'import os, t5x_engine; print(os.path.dirname(t5x_engine.__file__))')
+    package=$("$VENV/bin/python" -c 'import os, t5x; print(os.path.dirname(t5x.__file__))')
     set -- "$1" "--gin_search_paths=$package" "${@:2}"
   fi
   echo "$(date -u +%FT%TZ) $(hostname) worker $n: t5x $*" >"$log"

@@ -1,0 +1,288 @@
+"""The project's checkpoint format: orbax, in T5X's layout.
+
+    MODEL_DIR/checkpoint_<step>/target/   the parameters (T5X names)
+    MODEL_DIR/checkpoint_<step>/state/    step, optimizer state, input position, ...
+
+`target` and `state` are separate orbax items so that starting a fine-tune from a
+checkpoint reads the parameters only.
+"""
+import datetime
+import errno
+import logging
+import os
+import re
+import warnings
+from typing import Any, Optional
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+
+from t5x import fs_utils
+from t5x import model_config
+
+# Only finished folders: `checkpoint_<step>.orbax-checkpoint-tmp` (an interrupted save) and
+# `checkpoint_<step>.corrupt-<time>` (moved aside by restore_latest) never match, here or in
+# orbax's own step listing (same anchored pattern), so garbage collection never deletes them.
+_STEP_DIR = re.compile(r'^checkpoint_(\d+)$')
+ITEMS = ('target', 'state')
+
+
+class CheckpointSaveError(OSError):
+  """A checkpoint could not be written (full disk, lost permissions...); names the folder
+  and the cause. The previous checkpoint is untouched."""
+
+
+def manager(model_dir: str, *, max_to_keep: Optional[int] = None, enable_async: bool = False,
+            cleanup_tmp: bool = False) -> ocp.CheckpointManager:
+  """A CheckpointManager writing `checkpoint_<step>` folders with `target`/`state` items.
+
+  `cleanup_tmp` removes the `.orbax-checkpoint-tmp` folders that an interrupted or failed
+  save left behind (only a run that owns MODEL_DIR should ask for it).
+  """
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=max_to_keep, enable_async_checkpointing=enable_async,
+      cleanup_tmp_directories=cleanup_tmp,
+      step_name_format=ocp.step.standard_name_format(step_prefix='checkpoint'))
+  return ocp.CheckpointManager(fs_utils.resolve(model_dir), options=options, item_names=ITEMS)
+
+
+def save(model_dir: str, step: int, target: Any, state: Any) -> str:
+  """Writes one checkpoint synchronously; returns its folder."""
+  with manager(model_dir) as mngr:
+    mngr.save(step, args=ocp.args.Composite(target=ocp.args.StandardSave(target),
+                                            state=ocp.args.StandardSave(state)))
+    mngr.wait_until_finished()
+  return checkpoint_dir(model_dir, step)
+
+
+def checkpoint_dir(model_dir: str, step: int) -> str:
+  return os.path.join(model_dir, f'checkpoint_{step}')
+
+
+def steps(model_dir: str) -> list[int]:
+  """Steps of the finished checkpoints in MODEL_DIR, oldest first."""
+  folder = epath.Path(fs_utils.resolve(model_dir))  # local or gs://
+  if not folder.is_dir():
+    return []
+  found = [int(m.group(1)) for m in (_STEP_DIR.match(p.name) for p in folder.iterdir()) if m]
+  return sorted(s for s in found if is_checkpoint(checkpoint_dir(model_dir, s)))
+
+
+def step_of(path: str) -> Optional[int]:
+  """The step in a `.../checkpoint_<step>[/...]` path, or None."""
+  match = re.search(r'checkpoint_(\d+)', path or '')
+  return int(match.group(1)) if match else None
+
+
+def is_checkpoint(path: str) -> bool:
+  """True for a `checkpoint_<step>` folder of ours (it holds a `target` item)."""
+  return epath.Path(fs_utils.resolve(path), 'target').is_dir()
+
+
+def latest(model_dir: str) -> Optional[str]:
+  """The newest checkpoint folder in MODEL_DIR, or None."""
+  found = steps(model_dir)
+  return checkpoint_dir(model_dir, found[-1]) if found else None
+
+
+def restore_target(path: str) -> dict:
+  """Parameters of a `checkpoint_<step>` folder as a nested dict of numpy arrays.
+
+  Read straight into host memory, whatever mesh wrote them: a checkpoint saved by a
+  pod slice loads in one process for inference or export.
+  """
+  target = os.path.join(fs_utils.resolve(path), 'target')
+  metadata = ocp.StandardCheckpointer().metadata(target).item_metadata
+  as_numpy = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
+  return ocp.PyTreeCheckpointer().restore(target, args=ocp.args.PyTreeRestore(
+      restore_args=as_numpy))
+
+
+def target_shapes(path: str) -> dict:
+  """{'a/b/kernel': shape} of a checkpoint's parameters, from its metadata alone."""
+  target = os.path.join(fs_utils.resolve(path), 'target')
+  metadata = ocp.StandardCheckpointer().metadata(target).item_metadata
+  return {k: tuple(leaf.shape) for k, leaf in model_config.flatten(metadata).items()}
+
+
+def restore_target_sharded(path: str, abstract_params: Any) -> Any:
+  """Parameters of a checkpoint straight into the shardings (and dtypes) of
+  `abstract_params` (ShapeDtypeStructs with shardings): each host reads only the
+  shards its devices hold, so an 11B start point never passes whole through one host."""
+  target = os.path.join(fs_utils.resolve(path), 'target')
+  return ocp.StandardCheckpointer().restore(target, abstract_params)
+
+
+class TrainCheckpointer:
+  """Periodic (optionally asynchronous) saving and fall-back restoring for a training run.
+
+  A checkpoint's `state` item holds the step, the optimizer state, and the input
+  pipeline's position (batches consumed), so a restarted run continues exactly.
+  A failed save raises CheckpointSaveError from `check()` (call it every step), the next
+  `save()`, or `wait()`: the run stops instead of training on without checkpoints.
+  """
+
+  def __init__(self, model_dir: str, keep: Optional[int] = None, use_async: bool = True):
+    self.model_dir = model_dir
+    self._manager = manager(model_dir, max_to_keep=keep, enable_async=use_async,
+                            cleanup_tmp=True)
+    self._pending = None  # the step of a save that may still be running
+
+  def save(self, step: int, params: Any, opt_state: Any, input_position: int) -> None:
+    self._finish()  # orbax waits for the previous save anyway: report its failure as its own
+    state = {'step': np.int64(step), 'opt_state': opt_state,
+             'input_position': np.int64(input_position)}
+    try:
+      self._manager.save(step, args=ocp.args.Composite(target=ocp.args.StandardSave(params),
+                                                       state=ocp.args.StandardSave(state)),
+                         force=True)
+    except Exception as e:  # the synchronous part (or a synchronous save) failed
+      raise self._save_error(step, e) from e
+    self._pending = step
+
+  def check(self) -> None:
+    """Raises CheckpointSaveError if the last asynchronous save has failed. Cheap (a flag
+    read) while a save runs, so the loop calls it every step."""
+    if self._pending is not None and not self._manager.is_saving_in_progress():
+      self._finish()
+
+  def _finish(self) -> None:
+    step, self._pending = self._pending, None
+    if step is None:
+      return
+    try:
+      self._manager.wait_until_finished()  # re-raises the background thread's error
+    except Exception as e:
+      raise self._save_error(step, e) from e
+
+  def _save_error(self, step: int, error: BaseException) -> CheckpointSaveError:
+    previous = [s for s in steps(self.model_dir) if s < step]
+    kept = (f'the previous checkpoint {checkpoint_dir(self.model_dir, previous[-1])} is intact; '
+            'free space in (or fix) MODEL_DIR and run the same command again to resume from it'
+            if previous else 'no earlier checkpoint exists; free space in (or fix) MODEL_DIR '
+            'and run the same command again')
+    # The failed save leaves orbax's write coroutines unawaited; Python would report each
+    # one at exit, after the error below, which says all there is to say.
+    warnings.filterwarnings('ignore', message=r"coroutine '.*' was never awaited",
+                            category=RuntimeWarning)
+    exc = CheckpointSaveError(
+        f'could not save checkpoint {checkpoint_dir(self.model_dir, step)}: '
+        f'{describe_error(error)}. Training stopped; {kept}.')
+    exc.errno = _errno_of(error)
+    return exc
+
+  def restore_latest(self, abstract_params: Any, abstract_opt_state: Any):
+    """(step, params, opt_state, input_position) from the newest readable checkpoint.
+
+    Unreadable newer checkpoints (truncated, a file missing) are reported with the reason
+    and, once an older one has been read, moved aside to `checkpoint_<step>.corrupt-<UTC
+    time>` (named in the warning), so that the re-run can save those steps again. None
+    only when MODEL_DIR holds no checkpoint. Raises, moving nothing, if checkpoints exist
+    but none can be read: a run never silently restarts from scratch.
+    """
+    found = steps(self.model_dir)
+    scalar = np.zeros((), np.int64)
+    abstract_state = {'step': scalar, 'opt_state': abstract_opt_state, 'input_position': scalar}
+    damaged = []  # (path, reason), newest first
+    for step in reversed(found):
+      error = None
+      try:
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            target=ocp.args.StandardRestore(abstract_params),
+            state=ocp.args.StandardRestore(abstract_state)))
+      except Exception as e:  # orbax/tensorstore raise many types for damaged files
+        error = e
+      # Hosts read different shards: all of them fall back together or none does.
+      if _any_host(error is not None):
+        path = checkpoint_dir(self.model_dir, step)
+        reason = describe_error(error) if error is not None else 'unreadable on another host'
+        logging.warning('checkpoint %s could not be read: %s', path, reason)
+        damaged.append((path, reason))
+        continue
+      for path, reason in damaged:
+        aside = _move_aside(path)
+        logging.warning('moved the unreadable checkpoint %s to %s (%s); resuming from step %d.',
+                        path, aside, reason, step)
+      if damaged:
+        self._manager.reload()  # orbax lists the steps once, at construction
+      state = restored['state']
+      return (int(state['step']), restored['target'], state['opt_state'],
+              int(state['input_position']))
+    if damaged:
+      raise RuntimeError(
+          f'no checkpoint in {self.model_dir} could be read: '
+          + '; '.join(f'{path}: {reason}' for path, reason in damaged)
+          + '. Restore them from a backup, or remove MODEL_DIR to start from scratch '
+          'deliberately.')
+    return None
+
+  def wait(self) -> None:
+    """Blocks until the last save is on disk; raises CheckpointSaveError if it failed."""
+    self._finish()
+
+  def close(self) -> None:
+    self._finish()
+    self._manager.close()
+
+
+def describe_error(error: BaseException) -> str:
+  """The root cause of an orbax/tensorstore error, on one line.
+
+  orbax wraps tensorstore's read error in one whose text shows a bound-method repr (it
+  formats `TensorStore.spec` without calling it); the useful words (which array, which
+  file, why) are in the innermost cause.
+  """
+  chain = []
+  while error is not None and error not in chain:
+    chain.append(error)
+    error = error.__cause__ or error.__context__
+  for e in reversed(chain):
+    # tensorstore appends its whole JSON spec and source locations: noise for a reader.
+    text = re.sub(r'\s*\[(tensorstore_spec|source locations)\b.*$', '', ' '.join(str(e).split()))
+    if len(text) > 500:  # keep the end too: tensorstore puts the OS's reason last
+      text = f'{text[:240]} ... {text[-240:]}'
+    if text and '<bound method' not in text:
+      return text if isinstance(e, (OSError, ValueError)) else f'{type(e).__name__}: {text}'
+  return type(chain[0]).__name__
+
+
+def _errno_of(error: BaseException) -> Optional[int]:
+  while error is not None:
+    if isinstance(error, OSError) and error.errno:
+      return error.errno
+    if 'No space left on device' in str(error):  # tensorstore reports it as a ValueError
+      return errno.ENOSPC
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def _any_host(flag: bool) -> bool:
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils
+  return bool(np.max(multihost_utils.process_allgather(np.int32(flag))))
+
+
+def _move_aside(path: str) -> str:
+  """Renames a damaged checkpoint folder to `<path>.corrupt-<UTC time>` and returns that
+  path. Process 0 renames; the other hosts wait until it has."""
+  source = epath.Path(fs_utils.resolve(path))
+  stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%SZ')
+  target = source.parent / f'{source.name}.corrupt-{stamp}'
+  if jax.process_index() == 0:
+    n = 1
+    while target.exists():  # moved twice within a second
+      target, n = source.parent / f'{source.name}.corrupt-{stamp}-{n}', n + 1
+    try:
+      source.rename(target)
+    except OSError as e:
+      raise RuntimeError(f'checkpoint {path} is unreadable and could not be moved aside '
+                         f'({describe_error(e)}); move or remove it by hand, then restart.') from e
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(f'move aside {path}')
+    if jax.process_index() != 0:
+      return f'{source}.corrupt-* (moved by process 0)'
+  return str(target)

@@ -1,0 +1,349 @@
+"""`t5x train`: the training loop, configured by gin as T5X's `train_script.train`.
+
+Order of work: check MODEL_DIR and the batch against the mesh (before anything is
+compiled), write config.gin and model-info.txt, restore (latest checkpoint in MODEL_DIR,
+else INITIAL_CHECKPOINT_PATH, else from scratch), then step, log, evaluate and save.
+"""
+import logging
+import os
+from typing import Any, Callable, Iterator, Optional
+
+import jax
+import numpy as np
+
+from t5x import checkpoints
+from t5x import fs_utils
+from t5x import metrics_writer
+from t5x import model_config
+from t5x import models
+from t5x import partitioning
+from t5x import trainer as trainer_lib
+from t5x import run_checks
+from t5x import utils
+
+GetDatasetFn = Callable[..., Iterator[dict]]
+_NAN_POLICIES = ('stop', 'skip')
+
+
+def _default_get_dataset(cfg, **kw):
+  from t5x import data  # SeqIO and TensorFlow load only when a task is used.
+  return data.get_dataset(cfg, **kw)
+
+
+def train(*, model: models.EncoderDecoderModel, train_dataset_cfg: utils.DatasetConfig,
+          partitioner: partitioning.PjitPartitioner, model_dir: str, total_steps: int,
+          trainer_cls: Callable[..., trainer_lib.Trainer] = trainer_lib.Trainer,
+          train_eval_dataset_cfg: Optional[utils.DatasetConfig] = None,
+          checkpoint_cfg: utils.CheckpointConfig = utils.CheckpointConfig(),
+          eval_period: Optional[int] = 1000, eval_steps: Optional[int] = None,
+          stats_period: int = 10, random_seed: int = 0, nan_policy: str = 'stop',
+          get_dataset_fn: GetDatasetFn = _default_get_dataset,
+          infer_eval_dataset_cfg: Optional[utils.DatasetConfig] = None,
+          infer_eval_period: Optional[int] = None, decode_options: Any = None,
+          show_progress: bool = True) -> trainer_lib.TrainState:
+  """Trains `model` to `total_steps` optimizer steps; returns the final train state.
+
+  `nan_policy='stop'` ends the run with an error at the first non-finite loss;
+  'skip' leaves parameters unchanged on such steps and counts them (`skipped_steps`).
+  `get_dataset_fn(cfg, num_epochs=..., skip_batches=...)` yields this host's numpy
+  batches; the default reads the SeqIO task named in `cfg`.
+  Every `infer_eval_period` steps the tasks of `infer_eval_dataset_cfg` are decoded with
+  `decode_options` and scored with their SeqIO metrics (as `t5x eval` does).
+  A resumed run keeps metrics.jsonl's records up to its checkpoint only, and first runs
+  the evaluations of that step if a kill cut them off, so its records are an uninterrupted
+  run's. A failed checkpoint save ends the run at the next step (CheckpointSaveError).
+  """
+  run_checks.check_train(total_steps, train_dataset_cfg, train_eval_dataset_cfg)
+  if nan_policy not in _NAN_POLICIES:
+    raise ValueError(f'train.nan_policy={nan_policy!r}; use one of {_NAN_POLICIES}')
+  model_dir = fs_utils.resolve(model_dir)  # local, or gs:// on a pod
+  _check_writable(model_dir)
+  trainer = trainer_cls(model=model, partitioner=partitioner,
+                        skip_nonfinite_updates=nan_policy == 'skip')
+  partitioner.check_batch_size(train_dataset_cfg.batch_size, trainer.num_microbatches)
+  if train_eval_dataset_cfg is not None:
+    partitioner.check_batch_size(train_eval_dataset_cfg.batch_size)
+  _write_config(model_dir)
+  _write_model_info(model_dir, trainer)
+  _write_vocabulary(model_dir, model)
+
+  save_cfg = checkpoint_cfg.save
+  ckpt = checkpoints.TrainCheckpointer(model_dir, keep=save_cfg.keep if save_cfg else None,
+                                       use_async=bool(save_cfg and save_cfg.use_async))
+  writer = None
+  try:
+    state, input_position = _restore_or_init(trainer, ckpt, checkpoint_cfg, random_seed)
+    start = int(state.step)
+    writer = metrics_writer.MetricsWriter(model_dir, start, total_steps,
+                                          show_progress and start < total_steps)
+
+    def due(step: int, period: Optional[int]) -> bool:
+      return bool(period) and (step % period == 0 or step == total_steps)
+
+    def evaluate_step(step: int, params: Any, only_missing: bool = False) -> None:
+      if train_eval_dataset_cfg is not None and due(step, eval_period) and (
+          not only_missing or _missing(writer, step, 'training_eval')):
+        scalars = evaluate(trainer, params, train_eval_dataset_cfg, get_dataset_fn, eval_steps)
+        writer.write(step, 'training_eval', scalars)
+      if infer_eval_dataset_cfg is not None and due(step, infer_eval_period) and (
+          not only_missing or _missing(writer, step, 'infer_eval')):
+        _infer_eval(writer, model, params, infer_eval_dataset_cfg, decode_options, step)
+
+    if start > 0:  # a kill between a save and its evaluation: evaluate that step first
+      evaluate_step(start, state.params, only_missing=True)
+    if start >= total_steps:
+      ckpt.close()
+      plot = writer.close()  # a kill after the final save left no plot
+      writer.log(f'{model_dir} is already at step {start} >= TRAIN_STEPS={total_steps}; '
+                 f'nothing to train ({plot or "no plot"}). Raise TRAIN_STEPS or choose another '
+                 'MODEL_DIR.')
+      return state
+
+    batches = get_dataset_fn(train_dataset_cfg, num_epochs=None, skip_batches=input_position)
+    mesh = ' x '.join(f'{k}={v}' for k, v in partitioner.mesh.shape.items())
+    writer.log(f'training {model_dir} from step {start} to {total_steps} on mesh {mesh}')
+    dropout_rng = jax.random.fold_in(jax.random.PRNGKey(random_seed), 1)
+    # skipped_steps counts over the whole run, so a resumed run continues the count.
+    window, pending = [], None
+    skipped = int(writer.last_value(start, 'train', 'skipped_steps'))
+    for step in range(start, total_steps):
+      batch = _global_batch(partitioner, next(batches))
+      state, metrics = trainer.train_step(state, batch, dropout_rng)
+      input_position += 1
+      ckpt.check()  # a failed background save stops the run now, not at the next save
+      # Check the previous step's loss after this one is queued, so the device never idles.
+      if pending is not None:
+        skipped += _check_finite(pending, nan_policy)
+      pending = (step + 1, metrics)
+      window.append(metrics)
+      done = step + 1
+      saving = bool(save_cfg) and due(done, save_cfg.period)
+      # A window also ends at each save, where a resumed run starts its first window: the
+      # records of resumed and uninterrupted runs are then the same.
+      if done % stats_period == 0 or done == total_steps or saving:
+        skipped += _check_finite(pending, nan_policy)
+        pending = None
+        sums = jax.device_get(window)
+        _log_train(writer, done, sums, skipped)
+        window = []
+      if saving:
+        ckpt.save(done, state.params, state.opt_state, input_position)
+      evaluate_step(done, state.params)
+    ckpt.close()
+  except BaseException:
+    _close_after_error(ckpt, writer)
+    raise
+  plot = writer.close()
+  saved = f'checkpoint_{total_steps}/, ' if save_cfg and save_cfg.period else ''
+  writer.log(f'done: {model_dir} ({saved}metrics.jsonl, {plot})')
+  return state
+
+
+def _missing(writer: metrics_writer.MetricsWriter, step: int, split: str) -> bool:
+  """Whether MODEL_DIR's metrics.jsonl lacks `split` at `step`; process 0 decides for all,
+  as evaluating takes every host."""
+  missing = writer.enabled and not writer.has(step, split)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    missing = bool(multihost_utils.broadcast_one_to_all(np.int32(missing)))
+  return missing
+
+
+def _close_after_error(ckpt: checkpoints.TrainCheckpointer, writer) -> None:
+  """Lets a save in flight finish and closes the files, without hiding the first error."""
+  closers = [ckpt.close] + ([lambda: writer.close(plot=False)] if writer is not None else [])
+  for close in closers:
+    try:
+      close()
+    except Exception as e:  # noqa: BLE001 -- the error being raised matters more
+      logging.error('while stopping after an error: %s', checkpoints.describe_error(e))
+
+
+def evaluate(trainer: trainer_lib.Trainer, params: Any, cfg: utils.DatasetConfig,
+             get_dataset_fn: GetDatasetFn, max_batches: Optional[int] = None) -> dict:
+  """Teacher-forced loss per token and token accuracy over one pass of `cfg`'s split.
+
+  Hosts may hold different numbers of batches (their shards differ in size); every host
+  runs as many steps as the largest, feeding all-padding batches (zero loss weight) once
+  its own run out, so that the collective steps stay in lockstep.
+  """
+  local = []
+  for i, batch in enumerate(get_dataset_fn(cfg, num_epochs=1)):
+    if max_batches is not None and i >= max_batches:
+      break
+    local.append(batch)
+  steps = _max_over_hosts(len(local))
+  if steps == 0:
+    raise ValueError(f'the {cfg.split!r} split of {cfg.mixture_or_task_name!r} gave no batches')
+  if not local:
+    raise ValueError(f'process {jax.process_index()} got no {cfg.split!r} batches of '
+                     f'{cfg.mixture_or_task_name!r} while others did; the split has fewer '
+                     'examples than hosts. Lower the number of hosts or use a larger split.')
+  padding = {k: np.zeros_like(v) for k, v in local[0].items()}
+  total = None
+  for i in range(steps):
+    batch = local[i] if i < len(local) else padding
+    sums = jax.device_get(trainer.eval_step(params, _global_batch(trainer.partitioner, batch)))
+    total = sums if total is None else {k: total[k] + sums[k] for k in total}
+  return models.summarize(total)
+
+
+def _max_over_hosts(value: int) -> int:
+  if jax.process_count() == 1:
+    return value
+  from jax.experimental import multihost_utils
+  return int(np.max(multihost_utils.process_allgather(np.int32(value))))
+
+
+def _infer_eval(writer, model, params, cfg: utils.DatasetConfig, decode_options, step: int):
+  """Decoding-based metrics of every task of `cfg` at `step`, into MODEL_DIR."""
+  from t5x import decoding
+  from t5x import eval as evaluation
+  metrics = evaluation.evaluate_params(
+      model.module, params, cfg.mixture_or_task_name, cfg.task_feature_lengths,
+      writer.model_dir, step, split=cfg.split, batch_size=cfg.batch_size,
+      decode_options=decode_options or decoding.DecodeOptions(), records=False)
+  for task, values in metrics.items():
+    writer.write(step, 'infer_eval', {f'{task}/{k}': v for k, v in values.items()
+                                          if isinstance(v, float)})
+
+
+def _log_train(writer, step: int, window: list, skipped: int) -> None:
+  sums = {k: float(np.sum([m[k] for m in window])) for k in window[0]}
+  scalars = models.summarize(sums)
+  scalars.update(loss=sums['loss'] / len(window), learning_rate=float(window[-1]['learning_rate']),
+                 grad_norm=float(window[-1]['grad_norm']), skipped_steps=skipped,
+                 num_examples=sums['num_examples'])
+  writer.advance(len(window), sums['weight_sum'], sums['num_examples'])
+  writer.write(step, 'train', scalars)
+
+
+def _check_finite(pending, nan_policy: str) -> int:
+  step, metrics = pending
+  if float(metrics['nonfinite']) == 0.0:
+    return 0
+  if nan_policy == 'skip':
+    logging.warning('step %d: non-finite loss or gradients; update skipped.', step)
+    return 1
+  raise FloatingPointError(
+      f'step {step}: the loss is {float(metrics["loss"])} (non-finite loss or gradients). '
+      'Lower the learning rate, check the data, or set train_script.train.nan_policy = "skip" '
+      'to skip such steps. The last checkpoint in MODEL_DIR is intact.')
+
+
+def _global_batch(partitioner, local: dict) -> dict:
+  """This host's numpy rows -> global arrays sharded over 'data'."""
+  return {k: jax.make_array_from_process_local_data(partitioner.batch_sharding(v.ndim), v)
+          for k, v in local.items()}
+
+
+def _restore_or_init(trainer, ckpt, checkpoint_cfg, seed):
+  """T5X's order: MODEL_DIR's latest checkpoint, then INITIAL_CHECKPOINT_PATH, then scratch."""
+  abstract = trainer.abstract_state
+  restored = ckpt.restore_latest(abstract.params, abstract.opt_state)
+  if restored is not None:
+    step, params, opt_state, position = restored
+    state = trainer_lib.TrainState(
+        step=jax.device_put(np.int32(step), trainer.state_shardings.step),
+        params=params, opt_state=opt_state)
+    logging.info('restored step %d from %s', step, ckpt.model_dir)
+    return state, position
+  path = checkpoint_cfg.restore.path if checkpoint_cfg.restore else None
+  if path:
+    params = _restore_initial_sharded(path, trainer)
+    if params is None:  # another format or layout: read on the host, convert, shard
+      params = load_initial_params(path, trainer)
+    return trainer.state_from_params(params), 0
+  return trainer.init_state(jax.random.PRNGKey(seed)), 0
+
+
+def _restore_initial_sharded(path: str, trainer: trainer_lib.Trainer) -> Optional[Any]:
+  """INITIAL_CHECKPOINT_PATH read shard by shard into the train state's shardings, when it
+  is one of our checkpoints whose parameters are exactly the model's; else None."""
+  folder = path if checkpoints.is_checkpoint(path) else checkpoints.latest(path)
+  if not folder:
+    return None
+  abstract = trainer.abstract_state.params
+  want = {k: tuple(v.shape) for k, v in model_config.flatten(abstract).items()}
+  if checkpoints.target_shapes(folder) != want:
+    return None
+  logging.info('reading %s shard by shard into the mesh', folder)
+  return checkpoints.restore_target_sharded(folder, abstract)
+
+
+def load_initial_params(path: str, trainer: trainer_lib.Trainer) -> Any:
+  """Parameters from INITIAL_CHECKPOINT_PATH, checked against the model's shapes."""
+  from t5x import api
+  from t5x.conversion import converters
+  from t5x.lora import adapters as lora
+  cfg = trainer.model.config
+  if checkpoints.is_checkpoint(path) or checkpoints.latest(path):
+    folder = path if checkpoints.is_checkpoint(path) else checkpoints.latest(path)
+    params = checkpoints.restore_target(folder)
+  else:
+    params = api.load(path).params
+  # Either layout in, the model's layout out: a plain HF/T5X start fine-tuned with
+  # scan_layers=True gets stacked, a scanned MODEL_DIR started plain gets unstacked.
+  # (A scanned source is read with this model's param_scan_axis.)
+  params = model_config.params_for_config(params, cfg)
+  # LoRA: the plain starting point gets fresh adapters (B = 0, so the same function).
+  params = lora.add_fresh_adapters(params, trainer.model, path)
+  converters.check_shapes(params, cfg, path)
+  return converters.cast_params(params, np.dtype(cfg.param_dtype))
+
+
+def _check_writable(model_dir: str) -> None:
+  from etils import epath
+  try:
+    folder = epath.Path(model_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    # One probe per process: hosts sharing MODEL_DIR must not remove each other's.
+    probe = folder / f'.write_test_{jax.process_index()}'
+    probe.write_text('ok')
+    probe.unlink()
+  except Exception as e:  # OSError locally; the bucket clients raise their own types
+    reason = getattr(e, 'strerror', None) or f'{type(e).__name__}: {e}'
+    raise PermissionError(f'MODEL_DIR {model_dir} is not writable ({reason}); '
+                          'set --gin.MODEL_DIR=\\"/a/writable/path\\".') from None
+
+
+def _write_config(model_dir: str) -> None:
+  import gin
+  if jax.process_index() != 0:
+    return
+  fs_utils.write_atomic(os.path.join(model_dir, 'config.gin'), gin.config_str())
+
+
+def _write_vocabulary(model_dir: str, model: models.EncoderDecoderModel) -> None:
+  """Copies the SentencePiece model into MODEL_DIR/spiece.model, so that loading,
+  decoding and Hugging Face export need nothing else."""
+  source = getattr(model.output_vocabulary, 'sentencepiece_model_file', None)
+  target = os.path.join(model_dir, 'spiece.model')
+  from etils import epath
+  if jax.process_index() != 0 or not source or epath.Path(target).exists():
+    return
+  if '://' in source:
+    import tensorflow as tf  # bucket paths only
+    try:
+      blob = tf.io.gfile.GFile(source, 'rb').read()
+    except tf.errors.OpError as e:
+      logging.warning('could not copy the vocabulary %s into MODEL_DIR: %s', source, e)
+      return
+  else:
+    with open(source, 'rb') as f:
+      blob = f.read()
+  fs_utils.write_atomic(target, blob)
+
+
+def _write_model_info(model_dir: str, trainer: trainer_lib.Trainer) -> None:
+  """MODEL_DIR/model-info.txt: each parameter's shape, logical axes and mesh axes."""
+  if jax.process_index() != 0:
+    return
+  cfg = trainer.model.config
+  shapes, axes = model_config.param_shapes(cfg), model_config.param_axes(cfg)
+  lines = [f'# {model_config.count_params(cfg):,} parameters; mesh {dict(trainer.partitioner.mesh.shape)}',
+           '# name  shape  logical_axes  mesh_axes']
+  for name in sorted(shapes):
+    mesh_axes = tuple(trainer.partitioner.mesh_axes(axes[name]))
+    lines.append(f'{name}  {shapes[name]}  {axes[name]}  {mesh_axes}')
+  fs_utils.write_atomic(os.path.join(model_dir, 'model-info.txt'), '\n'.join(lines) + '\n')

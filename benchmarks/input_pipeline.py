@@ -49,8 +49,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
-from t5x import (data, fs_utils, model_config, models, optimizers,  # noqa: E402
-                        partitioning, trainer)
+from t5x import (data, fs_utils, gin_utils, model_config, models, optimizers,  # noqa: E402
+                 partitioning, trainer)
 from t5x.examples.t5.network import T5Config, Transformer  # noqa: E402
 from t5x.utils import DatasetConfig  # noqa: E402
 
@@ -75,7 +75,7 @@ def family_lengths(family: str, smoke: bool = False) -> dict:
   same for every family so that the train step compiles once."""
   if smoke:
     return dict(SMOKE_LENGTHS)
-  return dict(model_config.gin_macros(os.path.join(GIN, FAMILIES[family][1]))[
+  return dict(gin_utils.gin_macros(os.path.join(GIN, FAMILIES[family][1]))[
       'TASK_FEATURE_LENGTHS'])
 
 
@@ -157,7 +157,7 @@ def build_trainer(smoke: bool, dtype: str) -> tuple[trainer.Trainer, T5Config]:
   if smoke:
     fields = dict(TINY)
   else:
-    fields = model_config.config_from_gin(os.path.join(GIN, 'models', 't5_1_1', 'small.gin'))
+    fields = gin_utils.config_from_gin(os.path.join(GIN, 'models', 't5_1_1', 'small.gin'))
     names = {f.name for f in dataclasses.fields(T5Config)}
     fields = {k: v for k, v in fields.items() if k in names}
   fields.update(dtype=dtype, dropout_rate=0.1)  # the fine-tuning runs' dropout

@@ -33,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 from t5x import fs_utils  # noqa: E402
+from t5x import gin_utils
 from t5x import model_config
 from t5x import models
 from t5x import optimizers
@@ -76,7 +77,7 @@ def build_config(args) -> T5Config:
   if args.smoke:
     fields = dict(TINY)
   else:
-    fields = model_config.config_from_gin(os.path.join(GIN_MODELS, f'{args.size}.gin'))
+    fields = gin_utils.config_from_gin(os.path.join(GIN_MODELS, f'{args.size}.gin'))
     fields = {k: v for k, v in fields.items() if k in {f.name for f in dataclasses.fields(T5Config)}}
   fields.update(dtype=args.dtype, param_dtype=args.param_dtype, dropout_rate=0.0,
                 scan_layers=args.scan_layers, remat_policy=args.remat)

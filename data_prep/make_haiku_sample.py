@@ -14,6 +14,9 @@ Your own haiku (text or CSV) go through the same prep(): `t5x prep haiku IN OUT`
 """
 import argparse
 
+import pyarrow.parquet as pq
+
+from t5x import fs_utils
 from t5x_tasks import haiku_data
 
 
@@ -24,8 +27,10 @@ def main() -> None:
                       help='one haiku per line, " / " between lines')
   parser.add_argument('--out', default=haiku_data.SAMPLE_PARQUET, help='parquet to write')
   args = parser.parse_args()
-  count = haiku_data.prep(args.txt, args.out, source='t5x_haiku_sample')
-  print(f'wrote {count} haiku to {args.out}')
+  table = haiku_data.prep(args.txt, source='t5x_haiku_sample')
+  with fs_utils.atomic_file(args.out, 'wb') as f:
+    pq.write_table(table, f)
+  print(f'wrote {table.num_rows} haiku to {args.out}')
 
 
 if __name__ == '__main__':

@@ -21,10 +21,12 @@ examples without writing anything.
 """
 import argparse
 import io
-import json
 import os
 import random
 from typing import Callable, Dict, List, Sequence
+
+from t5x import fs_utils
+from t5x_tasks import jsonl
 
 SEED = 20240611
 NUM_TRAIN = 2000
@@ -213,12 +215,10 @@ def make_test_sets(seed: int = SEED) -> Dict[str, List[Example]]:
 
 
 def _write_raw(path: str, examples: Sequence[Example]) -> None:
-  """CoPoet's raw JSON Lines format, written to a temporary name and renamed."""
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    for ex in examples:
-      record = {'translation': {'en1': ex['inputs'], 'en2': ex['targets']}}
-      f.write(json.dumps(record, ensure_ascii=False) + '\n')
-  os.replace(path + '.tmp', path)
+  """CoPoet's raw JSON Lines format, written atomically (t5x.fs_utils)."""
+  records = ({'translation': {'en1': ex['inputs'], 'en2': ex['targets']}} for ex in examples)
+  with fs_utils.atomic_file(path) as f:
+    f.writelines(jsonl.dump_lines(records))
 
 
 def train_vocabulary(sentences: Sequence[str], vocab_size: int = VOCAB_SIZE) -> bytes:
@@ -244,16 +244,14 @@ def train_vocabulary(sentences: Sequence[str], vocab_size: int = VOCAB_SIZE) -> 
 
 def write_sample(out_dir: str = DEFAULT_OUT_DIR) -> None:
   """Writes train.json, validation.json, test_sets/ and spiece.model to `out_dir`."""
-  os.makedirs(os.path.join(out_dir, 'test_sets'), exist_ok=True)
-  splits = make_splits()
+  splits = make_splits()  # fs_utils makes the folders as needed
   for split, examples in splits.items():
     _write_raw(os.path.join(out_dir, f'{split}.json'), examples)
   for name, examples in make_test_sets().items():
     _write_raw(os.path.join(out_dir, 'test_sets', f'{name}.json'), examples)
   sentences = [ex[key] for split in ('train', 'validation') for ex in splits[split]
                for key in ('inputs', 'targets')]
-  with open(os.path.join(out_dir, 'spiece.model'), 'wb') as f:
-    f.write(train_vocabulary(sentences))
+  fs_utils.write_atomic(os.path.join(out_dir, 'spiece.model'), train_vocabulary(sentences))
 
 
 def main() -> None:

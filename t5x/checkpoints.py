@@ -18,6 +18,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.experimental import multihost_utils
 
 from t5x import fs_utils
 from t5x import model_config
@@ -261,7 +262,6 @@ def _errno_of(error: BaseException) -> Optional[int]:
 def _any_host(flag: bool) -> bool:
   if jax.process_count() == 1:
     return flag
-  from jax.experimental import multihost_utils
   return bool(np.max(multihost_utils.process_allgather(np.int32(flag))))
 
 
@@ -281,7 +281,6 @@ def _move_aside(path: str) -> str:
       raise RuntimeError(f'checkpoint {path} is unreadable and could not be moved aside '
                          f'({describe_error(e)}); move or remove it by hand, then restart.') from e
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices(f'move aside {path}')
     if jax.process_index() != 0:
       return f'{source}.corrupt-* (moved by process 0)'

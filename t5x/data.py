@@ -1,19 +1,27 @@
 """SeqIO tasks -> numpy batches for the train and eval steps.
 
-The only module of t5x that imports seqio (and so TensorFlow), and only when a
-SeqIO task is used. Each host reads its own shard (by process index) and batches
-`batch_size / process_count` examples; the pipeline is deterministic given the seed,
-so skipping the batches a run already consumed resumes it exactly.
+The only module of t5x that imports seqio (and so TensorFlow), and only when a SeqIO
+task is used; the only one that imports the task package t5x_tasks. Each host reads its
+own shard (by process index) and batches `batch_size / process_count` examples; the
+pipeline is deterministic given the seed, so skipping the batches a run already consumed
+resumes it exactly. Prompt files for `t5x infer` are read here too.
 """
 import difflib
 import importlib
+import importlib.util
 import os
+import pkgutil
 from typing import Iterator, Optional
 
+import gin
 import jax
 import numpy as np
 
+from t5x import gin_utils
 from t5x.utils import DatasetConfig
+from t5x_tasks import jsonl
+
+TASK_PACKAGE = 't5x_tasks'
 
 
 def _seqio():
@@ -44,10 +52,24 @@ def get_task(cfg: DatasetConfig):
   return seqio.get_mixture_or_task(name)
 
 
+def task_modules(package: str = TASK_PACKAGE) -> list[str]:
+  """The modules of `package` that register a SeqIO task or mixture, found by reading
+  their sources (nothing is imported but the package itself): no list of tasks here, and
+  a new task module needs no entry anywhere."""
+  found = []
+  for info in pkgutil.iter_modules(importlib.import_module(package).__path__, f'{package}.'):
+    with open(importlib.util.find_spec(info.name).origin, encoding='utf-8') as f:
+      source = f.read()
+    if 'TaskRegistry.add(' in source or 'MixtureRegistry.add(' in source:
+      found.append(info.name)
+  return found
+
+
 def _register_project_tasks() -> None:
-  """Imports this project's task modules, so their names work without an import line."""
-  for module in ('copoet', 'haiku', 'ni', 'caption_contest'):
-    importlib.import_module(f't5x_tasks.{module}')
+  """Imports the task modules of TASK_PACKAGE, so their names work without an import
+  line in the gin file; the others (metrics, readers) stay unloaded."""
+  for module in task_modules():
+    importlib.import_module(module)
 
 
 def local_batch_size(global_batch_size: int) -> int:
@@ -116,6 +138,27 @@ def eval_examples(task_name: str, task_feature_lengths, split: str):
   return examples, task.output_features['targets'].vocabulary
 
 
+def prompt_examples(path: str) -> list[dict]:
+  """The prompts of a file for `t5x infer`: [{'inputs': text, ...}].
+
+  JSON Lines (`.jsonl`, `.json`): each object's "inputs" (or "prompt", "instruction"),
+  with its other fields (ids, a topic, "targets") kept for the output. Anything else:
+  plain text, one prompt per non-blank line. Errors name the file and line.
+  """
+  if path.endswith(('.jsonl', '.json')):
+    rows = []
+    for number, record in jsonl.records(path):
+      text = next((record[k] for k in ('inputs', 'prompt', 'instruction') if k in record), None)
+      if not isinstance(text, str):
+        raise ValueError(f'{path}:{number}: needs a string field "inputs" (or "prompt", '
+                         '"instruction").')
+      # Other fields (ids, a topic, ...) ride along to the output for the scorers.
+      rows.append({**{k: v for k, v in record.items() if k not in ('prompt', 'instruction')},
+                   'inputs': text, 'targets': record.get('targets')})
+    return rows
+  return [{'inputs': line.rstrip('\r\n')} for _, line in jsonl.lines(path) if line.strip()]
+
+
 def bind_task_vocabulary(vocabulary_path: Optional[str], model_vocab_size: int,
                          run_config: Optional[str] = None) -> None:
   """Makes this project's tasks tokenize with a checkpoint's own SentencePiece model,
@@ -124,9 +167,7 @@ def bind_task_vocabulary(vocabulary_path: Optional[str], model_vocab_size: int,
   The extra (sentinel) ids come from the run's config.gin when it names them, else 100
   (T5's) when the model's vocabulary has room for them, else none.
   """
-  import gin
-  from t5x_tasks import vocabularies
-  from t5x import model_config
+  from t5x_tasks import vocabularies  # seqio, TensorFlow
   if not vocabulary_path:
     return
   for arg in ('name', 'sentencepiece_model_file'):
@@ -139,7 +180,7 @@ def bind_task_vocabulary(vocabulary_path: Optional[str], model_vocab_size: int,
   pieces = spm.SentencePieceProcessor(model_file=vocabulary_path).get_piece_size()
   extra = 100 if pieces + 100 <= model_vocab_size else 0
   if run_config and os.path.isfile(run_config):
-    chosen = model_config.gin_bindings(run_config, 'task_vocabulary')
+    chosen = gin_utils.gin_bindings(run_config, 'task_vocabulary')
     if 'extra_ids' in chosen:
       extra = int(chosen['extra_ids'])
     elif chosen.get('name') in vocabularies.NAMED:

@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from t5x import model_config
+from t5x import scan_layout
 from t5x.examples.t5.network import Transformer
 
 Array = jax.Array
@@ -598,8 +598,8 @@ def _unscanned(module: Transformer, params) -> tuple[Transformer, Any]:
   if not cfg.scan_layers and cfg.remat_policy == 'none':
     return module, params
   if cfg.scan_layers:
-    params = model_config.unscan_params(params, cfg.param_scan_axis)
-  return Transformer(model_config.unscanned_config(cfg)), params
+    params = scan_layout.unscan_params(params, cfg.param_scan_axis)
+  return Transformer(scan_layout.unscanned_config(cfg)), params
 
 
 def _generate_impl(module: Transformer, options: DecodeOptions, eos_id: int, params,

@@ -7,15 +7,18 @@ TensorBoard events (`inference_eval/`) under OUTPUT_DIR.
 """
 import json
 import os
-from typing import Any, Optional
+import sys
+from typing import Any, Optional, Sequence
 
 import jax
 import numpy as np
 
-from t5x import api
 from t5x import checkpoints
+from t5x import data
 from t5x import decoding
 from t5x import fs_utils
+from t5x import launch
+from t5x import loader
 from t5x import metrics_writer
 from t5x import models
 from t5x import run_checks
@@ -42,9 +45,8 @@ def evaluate(*, checkpoint_path: str, mixture_or_task_name: str, task_feature_le
   else:
     paths = [checkpoint_path]
   results = {}
-  from t5x import data
   for path in paths:
-    model = api.load(path, param_dtype)
+    model = loader.load(path, param_dtype)
     data.bind_task_vocabulary(model.vocabulary_path, model.config.vocab_size,
                               os.path.join(os.path.dirname(os.path.abspath(model.source)),
                                            'config.gin'))
@@ -65,7 +67,6 @@ def evaluate_params(module: Transformer, params: Any, mixture_or_task_name: str,
   OUTPUT_DIR/metrics.jsonl and TensorBoard. Used by `t5x eval` and by training's
   `infer_eval_period`, which passes records=False: in a MODEL_DIR, metrics.jsonl and the
   events are the training run's, written by its own MetricsWriter."""
-  from t5x import data
   seqio = data._seqio()
   data.get_task(data.DatasetConfig(mixture_or_task_name, {}, split, 1, False, None))
   evaluator = seqio.Evaluator(
@@ -125,8 +126,7 @@ def _write_json(output_dir: str, step: int, metrics: dict, append: bool) -> None
   fs_utils.write_atomic(os.path.join(output_dir, f'metrics-step{step}.json'),
                         json.dumps(record, indent=2))
   if append:
-    with open(os.path.join(output_dir, 'metrics.jsonl'), 'a') as f:
-      f.write(json.dumps(record) + '\n')
+    fs_utils.append_text(os.path.join(output_dir, 'metrics.jsonl'), json.dumps(record) + '\n')
 
 
 def _write_tensorboard(output_dir: str, step: int, metrics: dict) -> None:
@@ -139,3 +139,13 @@ def _write_tensorboard(output_dir: str, step: int, metrics: dict) -> None:
                         for name, value in values.items() if isinstance(value, float)})
   finally:
     events.close()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """`python -m t5x.eval --gin_file=FILE ...`: the flags, messages and exit codes of
+  `t5x eval` (see t5x.launch)."""
+  return launch.main('eval', argv)
+
+
+if __name__ == '__main__':
+  sys.exit(main())

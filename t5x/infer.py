@@ -13,15 +13,18 @@ finished file equals an uninterrupted one.
 import dataclasses
 import json
 import os
+import sys
 from typing import Optional, Sequence
 
 import jax
 import numpy as np
 
-from t5x import api
+from t5x import data
 from t5x import decoding
+from t5x import fs_utils
+from t5x import launch
+from t5x import loader
 from t5x import run_checks
-from t5x_tasks import jsonl
 from t5x.examples.t5.network import Transformer
 
 
@@ -44,22 +47,21 @@ def infer(*, checkpoint_path: str, output_dir: str, mixture_or_task_name: Option
   if jax.process_count() > 1:
     raise ValueError('t5x infer runs in one process (it decodes on this host\'s devices); '
                      'start it without the multi-host flags, on one worker.')
-  model = api.load(checkpoint_path, param_dtype)
+  model = loader.load(checkpoint_path, param_dtype)
   sources = []  # (file name, examples, encode, detokenize)
   if prompts_file:
     sources.append((os.path.splitext(os.path.basename(prompts_file))[0],
-                    _prompt_examples(prompts_file),
+                    data.prompt_examples(prompts_file),
                     lambda rows: model.encode_texts([r['inputs'] for r in rows]),
                     model.decode_tokens))
   else:
-    from t5x import data  # SeqIO only when a task is used
     data.bind_task_vocabulary(model.vocabulary_path, model.config.vocab_size,
                               _run_config(model))
     for task in data.tasks_with_split(mixture_or_task_name, split):
       examples, vocab = data.eval_examples(task, task_feature_lengths, split)
       sources.append((f'{task}-{split}', examples,
                       lambda rows: _pad([r['input_tokens'] for r in rows]),
-                      lambda tokens, vocab=vocab: vocab.decode(api.until_eos(tokens))))
+                      lambda tokens, vocab=vocab: vocab.decode(loader.until_eos(tokens))))
   os.makedirs(output_dir, exist_ok=True)
   paths = []
   for name, examples, encode, detok in sources:
@@ -83,7 +85,7 @@ def _decode_run(model, examples, encode, detok, path, batch_size, options, run, 
     from tqdm.auto import tqdm
     bar = tqdm(total=len(examples), initial=done, unit='ex', desc=os.path.basename(path))
   module = Transformer(model.config)
-  with open(partial, 'a', encoding='utf-8') as out:
+  with fs_utils.open_append(partial) as out:
     for start in range(done - done % batch_size, len(examples), batch_size):
       rows = examples[start:start + batch_size]
       # The seed depends on (run, batch) only, so a resumed run repeats the same draws.
@@ -106,10 +108,10 @@ def _decode_run(model, examples, encode, detok, path, batch_size, options, run, 
         bar.update(len(rows) - max(0, done - start))
   if bar is not None:
     bar.close()
-  os.replace(partial, path)
+  fs_utils.finish(partial, path)  # fsynced, then renamed: the final name means complete
 
 
-def _run_config(model: api.Model) -> str:
+def _run_config(model: loader.Loaded) -> str:
   """The config.gin of the training run that wrote `model`'s checkpoint."""
   return os.path.join(os.path.dirname(os.path.abspath(model.source)), 'config.gin')
 
@@ -117,28 +119,7 @@ def _run_config(model: api.Model) -> str:
 def _complete_lines(path: str) -> int:
   """Lines fully written to `path` by an earlier, interrupted run; a torn last line (the
   process died mid-write) is cut off so appending continues cleanly."""
-  if not os.path.exists(path):
-    return 0
-  with open(path, 'rb+') as f:
-    blob = f.read()
-    keep = blob.rfind(b'\n') + 1
-    f.truncate(keep)
-  return blob[:keep].count(b'\n')
-
-
-def _prompt_examples(path: str) -> list[dict]:
-  if path.endswith(('.jsonl', '.json')):
-    rows = []
-    for number, record in jsonl.records(path):
-      text = next((record[k] for k in ('inputs', 'prompt', 'instruction') if k in record), None)
-      if not isinstance(text, str):
-        raise ValueError(f'{path}:{number}: needs a string field "inputs" (or "prompt", '
-                         '"instruction").')
-      # Other fields (ids, a haiku's topic, ...) ride along to the output for the scorers.
-      rows.append({**{k: v for k, v in record.items() if k not in ('prompt', 'instruction')},
-                   'inputs': text, 'targets': record.get('targets')})
-    return rows
-  return [{'inputs': line.rstrip('\r\n')} for _, line in jsonl.lines(path) if line.strip()]
+  return fs_utils.cut_torn_line(path)
 
 
 def _pad(rows: Sequence[Sequence[int]]) -> np.ndarray:
@@ -148,3 +129,12 @@ def _pad(rows: Sequence[Sequence[int]]) -> np.ndarray:
     out[i, :len(r)] = r
   return out
 
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """`python -m t5x.infer --gin_file=FILE ...`: the flags, messages and exit codes of
+  `t5x infer` (see t5x.launch)."""
+  return launch.main('infer', argv)
+
+
+if __name__ == '__main__':
+  sys.exit(main())

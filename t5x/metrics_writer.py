@@ -128,7 +128,7 @@ class _JsonLines:
       existing = epath.Path(path)
       self._text = existing.read_text() if existing.exists() else ''
     else:
-      self._file = open(path, 'a')
+      self._file = fs_utils.open_append(path)
 
   def append(self, record: dict) -> None:
     line = json.dumps(record) + '\n'

@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from t5x import decoding
 from t5x import losses
 from t5x.examples.t5.network import Transformer
 
@@ -101,7 +102,6 @@ class EncoderDecoderModel:
   def predict_batch_with_aux(self, params: Any, batch: dict, options=None):
     """(int32 [b, num_decodes, max_decode_length] tokens, {'scores': float32 [b,
     num_decodes]}) decoded from `batch['encoder_input_tokens']`; see decoding.DecodeOptions."""
-    from t5x import decoding
     tokens, scores = decoding.generate(self.module, params, batch['encoder_input_tokens'],
                                        options or decoding.DecodeOptions())
     return tokens, {'scores': scores}

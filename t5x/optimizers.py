@@ -3,28 +3,19 @@
 An optimizer here is a factory `learning_rate_fn -> optax.GradientTransformation`, so gin
 can bind its hyper-parameters while the trainer supplies the schedule.
 """
-import functools
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from t5x import scan_layout
+# Gin files bind `optimizers.adafactor` (its T5X home is `t5x.adafactor`); both names
+# resolve to the one function, so either spelling configures it.
+from t5x.adafactor import adafactor  # noqa: F401  pylint: disable=unused-import
+
 Schedule = Callable[[jnp.ndarray], jnp.ndarray]
 OptimizerDef = Callable[[Schedule], optax.GradientTransformation]
-
-
-def adafactor(decay_rate: float = 0.8, clipping_threshold: float | None = 1.0,
-              multiply_by_parameter_scale: bool = True, factored: bool = True,
-              momentum: float | None = None, min_dim_size_to_factor: int = 128,
-              weight_decay_rate: float | None = None, epsilon1: float = 1e-30) -> OptimizerDef:
-  """T5X's fine-tuning Adafactor: decay 0.8, factored second moments, no momentum,
-  update clipping 1.0, updates scaled by each parameter's RMS."""
-  return functools.partial(
-      optax.adafactor, decay_rate=decay_rate, clipping_threshold=clipping_threshold,
-      multiply_by_parameter_scale=multiply_by_parameter_scale, factored=factored,
-      momentum=momentum, min_dim_size_to_factor=min_dim_size_to_factor,
-      weight_decay_rate=weight_decay_rate, eps=epsilon1)
 
 
 def per_layer(tx: optax.GradientTransformation,
@@ -42,15 +33,13 @@ def per_layer(tx: optax.GradientTransformation,
   that many axes (so second moments shaped like a kernel are stacked, and sharded, like
   it), else at 0 (step counts become [layers]).
   """
-  from t5x import model_config  # keeps this module free of the network at import
-
   def layer_axes(stacked_state):
     # A stacked leaf whose per-layer rank reaches the scan axis has the layers there.
     return jax.tree_util.tree_map(
         lambda x: param_scan_axis if len(x.shape) - 1 >= param_scan_axis else 0, stacked_state)
 
   def init(params):
-    stacked, rest = model_config.split_scanned(params)
+    stacked, rest = scan_layout.split_scanned(params)
     if not jax.tree_util.tree_leaves(stacked):  # vmap needs something to map over
       return {'per_layer': tx.init(stacked), 'rest': tx.init(rest)}
     shapes = jax.eval_shape(jax.vmap(tx.init, in_axes=param_scan_axis), stacked)
@@ -59,8 +48,8 @@ def per_layer(tx: optax.GradientTransformation,
     return {'per_layer': layers_state, 'rest': tx.init(rest)}
 
   def update(updates, state, params=None):
-    stacked, rest = model_config.split_scanned(updates)
-    stacked_params, rest_params = (model_config.split_scanned(params) if params is not None
+    stacked, rest = scan_layout.split_scanned(updates)
+    stacked_params, rest_params = (scan_layout.split_scanned(params) if params is not None
                                    else (None, None))
     if jax.tree_util.tree_leaves(stacked):
       axes = layer_axes(state['per_layer'])
@@ -70,7 +59,7 @@ def per_layer(tx: optax.GradientTransformation,
     else:
       stacked, layers_state = tx.update(stacked, state['per_layer'], stacked_params)
     rest, rest_state = tx.update(rest, state['rest'], rest_params)
-    return (model_config.join_scanned(stacked, rest),
+    return (scan_layout.join_scanned(stacked, rest),
             {'per_layer': layers_state, 'rest': rest_state})
 
   return optax.GradientTransformation(init, update)

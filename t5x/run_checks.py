@@ -6,13 +6,22 @@ a float one fails deep in the loop, and a bad TASK_FEATURE_LENGTHS only inside S
 from collections.abc import Mapping
 from typing import Any
 
+import gin
+
 
 def _is_int(value: Any) -> bool:
   return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _check_set(value: Any, name: str, example: str) -> None:
+  """A macro bound to %gin.REQUIRED and never set reaches us as gin's sentinel object."""
+  if value is gin.REQUIRED:
+    raise ValueError(f'{name} is not set; the gin files mark it required: pass {example}.')
+
+
 def check_steps(value: Any, name: str = 'TRAIN_STEPS') -> None:
   """Raises ValueError unless `value` is a positive int (no float, no bool)."""
+  _check_set(value, name, f'--gin.{name}=800')
   if not _is_int(value) or value <= 0:
     kind = '' if _is_int(value) else f' (a {type(value).__name__})'
     raise ValueError(f'{name} is {value!r}{kind}; it must be a positive whole number of '
@@ -22,6 +31,7 @@ def check_steps(value: Any, name: str = 'TRAIN_STEPS') -> None:
 def check_feature_lengths(value: Any, name: str = 'TASK_FEATURE_LENGTHS') -> None:
   """Raises ValueError unless `value` maps feature names (str) to positive ints."""
   example = (f"--gin.{name}=\"{{'inputs': 512, 'targets': 128}}\"")
+  _check_set(value, name, example)
   if not isinstance(value, Mapping):
     raise ValueError(f'{name} is {value!r} (a {type(value).__name__}); it must be a dict of '
                      f'feature name to positive length, e.g. {example}.')

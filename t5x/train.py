@@ -6,27 +6,37 @@ else INITIAL_CHECKPOINT_PATH, else from scratch), then step, log, evaluate and s
 """
 import logging
 import os
-from typing import Any, Callable, Iterator, Optional
+import sys
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import jax
 import numpy as np
+from etils import epath
+from jax.experimental import multihost_utils
 
 from t5x import checkpoints
+from t5x import data
+from t5x import decoding
+from t5x import eval as evaluation
 from t5x import fs_utils
+from t5x import gin_utils
+from t5x import launch
+from t5x import loader
 from t5x import metrics_writer
 from t5x import model_config
 from t5x import models
 from t5x import partitioning
 from t5x import trainer as trainer_lib
 from t5x import run_checks
+from t5x import scan_layout
 from t5x import utils
+from t5x.lora import adapters as lora
 
 GetDatasetFn = Callable[..., Iterator[dict]]
 _NAN_POLICIES = ('stop', 'skip')
 
 
 def _default_get_dataset(cfg, **kw):
-  from t5x import data  # SeqIO and TensorFlow load only when a task is used.
   return data.get_dataset(cfg, **kw)
 
 
@@ -144,7 +154,6 @@ def _missing(writer: metrics_writer.MetricsWriter, step: int, split: str) -> boo
   as evaluating takes every host."""
   missing = writer.enabled and not writer.has(step, split)
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
     missing = bool(multihost_utils.broadcast_one_to_all(np.int32(missing)))
   return missing
 
@@ -191,14 +200,11 @@ def evaluate(trainer: trainer_lib.Trainer, params: Any, cfg: utils.DatasetConfig
 def _max_over_hosts(value: int) -> int:
   if jax.process_count() == 1:
     return value
-  from jax.experimental import multihost_utils
   return int(np.max(multihost_utils.process_allgather(np.int32(value))))
 
 
 def _infer_eval(writer, model, params, cfg: utils.DatasetConfig, decode_options, step: int):
   """Decoding-based metrics of every task of `cfg` at `step`, into MODEL_DIR."""
-  from t5x import decoding
-  from t5x import eval as evaluation
   metrics = evaluation.evaluate_params(
       model.module, params, cfg.mixture_or_task_name, cfg.task_feature_lengths,
       writer.model_dir, step, split=cfg.split, batch_size=cfg.batch_size,
@@ -273,33 +279,29 @@ def _restore_initial_sharded(path: str, trainer: trainer_lib.Trainer) -> Optiona
 
 def load_initial_params(path: str, trainer: trainer_lib.Trainer) -> Any:
   """Parameters from INITIAL_CHECKPOINT_PATH, checked against the model's shapes."""
-  from t5x import api
-  from t5x.conversion import converters
-  from t5x.lora import adapters as lora
   cfg = trainer.model.config
   if checkpoints.is_checkpoint(path) or checkpoints.latest(path):
     folder = path if checkpoints.is_checkpoint(path) else checkpoints.latest(path)
     params = checkpoints.restore_target(folder)
   else:
-    params = api.load(path).params
+    params = loader.load(path).params  # HF or T5X: plain layout, LoRA merged
   # Either layout in, the model's layout out: a plain HF/T5X start fine-tuned with
   # scan_layers=True gets stacked, a scanned MODEL_DIR started plain gets unstacked.
   # (A scanned source is read with this model's param_scan_axis.)
-  params = model_config.params_for_config(params, cfg)
+  params = scan_layout.params_for_config(params, cfg)
   # LoRA: the plain starting point gets fresh adapters (B = 0, so the same function).
   params = lora.add_fresh_adapters(params, trainer.model, path)
-  converters.check_shapes(params, cfg, path)
-  return converters.cast_params(params, np.dtype(cfg.param_dtype))
+  loader.check_shapes(params, cfg, path)
+  return loader.cast_params(params, np.dtype(cfg.param_dtype))
 
 
 def _check_writable(model_dir: str) -> None:
-  from etils import epath
   try:
     folder = epath.Path(model_dir)
     folder.mkdir(parents=True, exist_ok=True)
     # One probe per process: hosts sharing MODEL_DIR must not remove each other's.
     probe = folder / f'.write_test_{jax.process_index()}'
-    probe.write_text('ok')
+    fs_utils.write_atomic(str(probe), 'ok')  # as every later file is written
     probe.unlink()
   except Exception as e:  # OSError locally; the bucket clients raise their own types
     reason = getattr(e, 'strerror', None) or f'{type(e).__name__}: {e}'
@@ -308,10 +310,9 @@ def _check_writable(model_dir: str) -> None:
 
 
 def _write_config(model_dir: str) -> None:
-  import gin
   if jax.process_index() != 0:
     return
-  fs_utils.write_atomic(os.path.join(model_dir, 'config.gin'), gin.config_str())
+  fs_utils.write_atomic(os.path.join(model_dir, 'config.gin'), gin_utils.operative_config())
 
 
 def _write_vocabulary(model_dir: str, model: models.EncoderDecoderModel) -> None:
@@ -319,7 +320,6 @@ def _write_vocabulary(model_dir: str, model: models.EncoderDecoderModel) -> None
   decoding and Hugging Face export need nothing else."""
   source = getattr(model.output_vocabulary, 'sentencepiece_model_file', None)
   target = os.path.join(model_dir, 'spiece.model')
-  from etils import epath
   if jax.process_index() != 0 or not source or epath.Path(target).exists():
     return
   if '://' in source:
@@ -347,3 +347,13 @@ def _write_model_info(model_dir: str, trainer: trainer_lib.Trainer) -> None:
     mesh_axes = tuple(trainer.partitioner.mesh_axes(axes[name]))
     lines.append(f'{name}  {shapes[name]}  {axes[name]}  {mesh_axes}')
   fs_utils.write_atomic(os.path.join(model_dir, 'model-info.txt'), '\n'.join(lines) + '\n')
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """`python -m t5x.train --gin_file=FILE ...`: the flags, messages and exit codes of
+  `t5x train` (see t5x.launch)."""
+  return launch.main('train', argv)
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -3,7 +3,7 @@
     t5x serve --checkpoint /tmp/t5x_quickstart            # then open http://127.0.0.1:8080/
 
 Routes:
-    GET  /                 the page (t5x/web/copoet: plain HTML, CSS and JS)
+    GET  /                 the page (t5x_cli/web/copoet: plain HTML, CSS and JS)
     GET  /api/config       instruction types, decoding defaults and input limits
     POST /api/suggest      {instruction, n, temperature, top_k, top_p}
                            -> {suggestions: [n texts], latency_ms, batch: {requests, rows}}
@@ -36,8 +36,9 @@ import fastapi
 import pydantic
 from fastapi import responses, staticfiles
 
-from t5x import api
 from t5x import decoding
+from t5x import fs_utils
+from t5x import loader
 from t5x.serving import http_guard
 from t5x.serving import batched_sampler as serving
 from t5x_tasks import copoet_instructions, copoet_sessions
@@ -214,7 +215,7 @@ def create_app(sampler: serving.BatchedSampler, log_dir: str, model_name: str,
       content = copoet_sessions.record(body.model_dump(mode='json'), model=model_name,
                                        saved_at=saved_at, previous=previous)
       try:
-        copoet_sessions.save(log_dir, content)
+        save_session(log_dir, content)
       except OSError as e:
         # The operator's log says where; the client (perhaps remote) learns what went
         # wrong but not the server's folder layout.
@@ -231,15 +232,24 @@ def create_app(sampler: serving.BatchedSampler, log_dir: str, model_name: str,
   return app
 
 
+def save_session(log_dir: str, content: dict) -> str:
+  """Writes a session to `log_dir/<uid>.json` atomically (a crash leaves the old file or the
+  new one, never a torn one); returns the path. A NaN or infinite number raises ValueError
+  before anything is written."""
+  path = os.path.join(log_dir, copoet_sessions.file_name(content['uid']))
+  fs_utils.write_atomic(path, copoet_sessions.dumps(content))
+  return path
+
+
 def load_model(checkpoint: str, vocabulary: Optional[str] = None,
-               param_dtype: Optional[str] = None) -> api.Model:
-  """`api.load(checkpoint)` with a SentencePiece vocabulary: `vocabulary` (a
+               param_dtype: Optional[str] = None) -> loader.Loaded:
+  """`loader.load(checkpoint)` with a SentencePiece vocabulary: `vocabulary` (a
   spiece.model file) when given, else the one that came with the model."""
   logging.getLogger('absl').setLevel(logging.ERROR)  # orbax's notes on restore: keep quiet
   if vocabulary and not os.path.isfile(vocabulary):
     raise FileNotFoundError(f'--vocabulary {vocabulary}: no such file; give a SentencePiece '
                             'model (spiece.model)')
-  model = api.load(checkpoint, param_dtype)
+  model = loader.load(checkpoint, param_dtype)
   if vocabulary:
     model = dataclasses.replace(model, vocabulary_path=vocabulary)
   if not model.vocabulary_path:

@@ -1,18 +1,10 @@
 """The `t5x` command: one subcommand per job, each a thin shell over a module."""
 import argparse
 import json
-import logging
 import os
-import re
 import sys
 
-from t5x.conversion import hf_convert
-from t5x.conversion import legacy_t5x
-
-# Errors whose message tells the user what to fix: printed without a traceback.
-_USER_ERRORS = (hf_convert.ConversionError, legacy_t5x.LegacyCheckpointError, ValueError,
-                FileExistsError, FileNotFoundError, KeyError, PermissionError, FloatingPointError,
-                SyntaxError, RuntimeError, TimeoutError)
+from t5x import launch, log_noise
 
 
 def _import_hf(args):
@@ -51,49 +43,27 @@ def _plan(args):
 
 def _gin_command(args):
   """train / infer / eval: parse T5X-style gin flags, then call the configured function."""
-  import gin
-  from t5x import distributed
-  from t5x import gin_utils
-  files, bindings, paths, rest = gin_utils.split_flags(args.flags)
-  multihost, rest = distributed.parse_flags(rest)
-  for flag in list(rest):
-    name, _, value = flag.partition('=')
-    if args.command == 'infer' and name == '--num_runs' and value:
-      bindings.append(f'NUM_RUNS = {int(value)}')
-      rest.remove(flag)
-  if rest:
-    raise ValueError(f'unknown arguments {rest}; t5x {args.command} takes --gin_file, '
-                     '--gin.NAME=VALUE, --gin_bindings, --gin_search_paths, the multi-host '
-                     'flags --multiprocess_gpu, --coordinator_address, --process_count, '
-                     '--process_index, --initialization_timeout'
-                     + (' and --num_runs=N' if args.command == 'infer' else ''))
-  gin_utils.parse(files, bindings, paths)  # bad gin fails here, before any host waits
-  distributed.initialize(multihost)
-  gin.get_configurable(_entry_point(args.command))()
-
-
-def _entry_point(command: str):
-  if command == 'train':
-    from t5x import train
-    return train.train
-  if command == 'infer':
-    from t5x import infer
-    return infer.infer
-  from t5x import eval as evaluation
-  return evaluation.evaluate
+  launch.run(args.command, args.flags)
 
 
 def _prep_copoet(args):
-  from t5x_tasks import copoet_instructions
-  counts = copoet_instructions.prep(args.poem_lines, args.out, seed=args.seed)
+  from t5x import fs_utils
+  from t5x_tasks import copoet_instructions, jsonl
+  records, counts = copoet_instructions.prep(args.poem_lines, seed=args.seed)
+  with fs_utils.atomic_file(args.out) as f:
+    f.writelines(jsonl.dump_lines(records))
   print(f'wrote {args.out}: {sum(counts.values())} pairs ' +
         ', '.join(f'{k} {v}' for k, v in sorted(counts.items())))
 
 
 def _prep_haiku(args):
+  import pyarrow.parquet as pq
+  from t5x import fs_utils
   from t5x_tasks import haiku_data
-  rows = haiku_data.prep(args.input, args.out, source=args.source)
-  print(f'wrote {args.out}: {rows} haiku with phonemes and keywords')
+  table = haiku_data.prep(args.input, source=args.source)
+  with fs_utils.atomic_file(args.out, 'wb') as f:
+    pq.write_table(table, f)
+  print(f'wrote {args.out}: {table.num_rows} haiku with phonemes and keywords')
 
 
 def _score_haiku(args):
@@ -108,9 +78,13 @@ def _score_haiku(args):
 
 
 def _prep_ni(args):
+  from t5x import fs_utils
   from t5x_tasks import ni_data
-  result = ni_data.prep(args.data, args.out, max_train_instances=args.max_train_instances,
+  result = ni_data.prep(args.data, max_train_instances=args.max_train_instances,
                         max_test_instances=args.max_test_instances, split=args.split)
+  # All three files or none: a failure while writing leaves an earlier prep untouched.
+  fs_utils.write_files({os.path.join(args.out, name): lines
+                        for name, lines in ni_data.output_lines(result).items()})
   missing = f", {len(result['missing'])} listed tasks missing" if result['missing'] else ''
   print(f"wrote {args.out}: {result['train']} train instances ({result['tasks']['train']} tasks), "
         f"{result['test']} test instances ({result['tasks']['test']} tasks){missing}")
@@ -155,20 +129,16 @@ def _serve(args):
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='t5x', description='Train, evaluate and convert T5 models (T5X-compatible).')
+  # main() takes --debug out of argv wherever it stands; here for the help text.
+  parser.add_argument('--debug', action='store_true',
+                      help='print the full traceback of an error (also: T5X_DEBUG=1)')
   sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
 
   for command, help_text in (
       ('train', "train with gin configs, as T5X's train.py"),
       ('infer', 'decode a task split or a prompts file into JSON Lines (runs/infer.gin)'),
       ('eval', "decode a task or mixture's test tasks and apply their metrics (runs/eval.gin)")):
-    p = sub.add_parser(
-        command, help=help_text,
-        description=f't5x {command} --gin_file=FILE [--gin_file=...] [--gin.NAME=VALUE ...] '
-        '[--gin_bindings=...] [--gin_search_paths=DIR,...] [--multiprocess_gpu '
-        '--coordinator_address=HOST:PORT --process_count=N --process_index=I]. '
-        'String values need quotes: '
-        '--gin.MODEL_DIR=\\"/tmp/model\\". Relative gin files are found in the search paths, '
-        'the repository\'s gin/ folder and the installed copy of it.')
+    p = sub.add_parser(command, help=help_text, description=launch.usage(command))
     p.add_argument('flags', nargs=argparse.REMAINDER, help='gin flags')
     p.set_defaults(run=_gin_command)
 
@@ -304,9 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-  # Tasks and gin files import seqio, and so TensorFlow: keep its start-up log quiet.
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-  argv = list(sys.argv[1:] if argv is None else argv)
+  """`t5x [--debug] COMMAND ...`; returns the exit code (2: a user error, on one line)."""
+  debug, argv = launch.debug_requested(list(sys.argv[1:] if argv is None else argv))
   parser = build_parser()
   if argv[:1] and argv[0] in ('train', 'infer', 'eval') and not {'-h', '--help'} & set(argv[1:]):
     # gin flags look like options to argparse; hand them over untouched.
@@ -315,80 +284,8 @@ def main(argv=None) -> int:
     args = argparse.Namespace(command='plan', run=_plan, flags=argv[1:])
   else:
     args = parser.parse_args(argv)
-  sys.unraisablehook = _without_closed_loop_noise(sys.unraisablehook)
-  for logger in ('absl', 'asyncio'):  # orbax logs through absl; its futures end in asyncio's
-    logging.getLogger(logger).addFilter(_orbax_error_without_traceback)
-  try:
-    status = args.run(args)
-  except OSError as e:  # a full disk, a read-only folder, a folder given for a file...
-    print(f't5x {args.command}: error: {_os_error(e)}', file=sys.stderr)
-    return 2
-  except _USER_ERRORS as e:
-    print(f't5x {args.command}: error: {_one_line(e)}', file=sys.stderr)
-    return 2
-  return status or 0
-
-
-def _without_closed_loop_noise(hook):
-  """`hook` (sys.unraisablehook) minus the traceback that tensorstore reports for each
-  write still pending when a failed orbax save closes its event loop ('Event loop is
-  closed': about a hundred on a full disk). The save's own error is reported once, as
-  `t5x train: error: could not save checkpoint ...`."""
-  if getattr(hook, 'quiets_closed_loops', False):
-    return hook
-
-  def quiet(unraisable):
-    value = unraisable.exc_value
-    if isinstance(value, RuntimeError) and str(value) == 'Event loop is closed':
-      return
-    hook(unraisable)
-  quiet.quiets_closed_loops = True
-  return quiet
-
-
-def _orbax_error_without_traceback(record: logging.LogRecord) -> bool:
-  """Keeps orbax's own error lines but drops their tracebacks, and drops asyncio's
-  'exception was never retrieved' reports of orbax's abandoned writes (printed as late
-  as interpreter exit). A failed asynchronous save logs one traceback per thread and per
-  pending write (about 1,000 lines on a full disk), all about the error that `t5x train`
-  reports on one line with the folder and the cause."""
-  if not record.exc_info:
-    return True
-  if record.name == 'asyncio':  # tensorstore's futures carry no Python frames: the path says
-    error = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
-    return not (_in_orbax_traceback(record.exc_info) or '.orbax-checkpoint-tmp' in str(error))
-  if _in_orbax(record.pathname):
-    record.exc_info, record.exc_text = None, None
-  return True
-
-
-def _in_orbax(path: str) -> bool:
-  return f'{os.sep}orbax{os.sep}' in (path or '')
-
-
-def _in_orbax_traceback(exc_info) -> bool:
-  traceback = exc_info[2] if isinstance(exc_info, tuple) else None
-  while traceback is not None:
-    if _in_orbax(traceback.tb_frame.f_code.co_filename):
-      return True
-    traceback = traceback.tb_next
-  return False
-
-
-def _one_line(error: BaseException) -> str:
-  """The message on one line: a KeyError's quotes dropped, line breaks folded, and gin's
-  "In call to configurable 'train' (<function ...>)" note (an address) left out."""
-  text = error.args[0] if isinstance(error, KeyError) and len(error.args) == 1 else error
-  text = re.sub(r"\s*In call to configurable '[^']*' \(<[^>]*>\)", '', str(text))
-  return ' '.join(text.split())
-
-
-def _os_error(error: OSError) -> str:
-  """'FILE: reason' for an OSError that names its file, else its own message."""
-  if error.filename is None or not error.strerror:
-    return _one_line(error)
-  other = f' -> {error.filename2}' if error.filename2 else ''
-  return _one_line(f'{error.filename}{other}: {error.strerror}')
+  log_noise.quiet_start(debug)
+  return launch.report_errors(f't5x {args.command}', lambda: args.run(args), debug)
 
 
 if __name__ == '__main__':

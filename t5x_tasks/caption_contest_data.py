@@ -35,9 +35,8 @@ from typing import Any, Dict, List, Optional
 import gin
 import pyarrow as pa
 import pyarrow.parquet as pq
-import tensorflow as tf
 
-from t5x_tasks import jsonl
+from t5x_tasks import gfile, jsonl
 
 ENV_VAR = 'CAPTION_CONTEST_DATA'
 SAMPLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data',
@@ -103,7 +102,7 @@ def read_jsonl(path: str, kind: str) -> List[Row]:
 def read_parquet(path: str, kind: str) -> List[Row]:
   """Rows of a parquet export; reads only FIELDS (not the images). Errors name file, row."""
   if '://' in path:  # GFile is no pyarrow file: bucket files are read into memory whole
-    with tf.io.gfile.GFile(path, 'rb') as f:
+    with gfile.open(path, 'rb') as f:
       source = pa.BufferReader(f.read())
   else:
     source = path
@@ -146,7 +145,7 @@ def _annotations(folder: str, fold: int) -> Dict[str, Dict[str, Any]]:
   # Beside the task file, or in annotations_per_split/ beside it or beside its tasks/ folder.
   for sub in ('', 'annotations_per_split', os.path.join('..', 'annotations_per_split')):
     path = os.path.join(folder, sub, ANNOTATIONS_FILE.format(fold))
-    if tf.io.gfile.exists(path):
+    if gfile.exists(path):
       data = jsonl.load_json(path)
       if not isinstance(data, dict):
         raise ValueError(f'{path}: expected a JSON object of contest number -> annotations, '
@@ -237,16 +236,16 @@ def find_files(folder: str, kind: str, fold: int, split: str) -> List[str]:
   candidates = [os.path.join(folder, config, f'{split}.jsonl'),
                 os.path.join(folder, config, f'{split}.parquet')]
   for path in candidates:
-    if tf.io.gfile.exists(path):
+    if gfile.exists(path):
       return [path]
   shards = os.path.join(folder, config, f'{split}-*.parquet')
   candidates.append(shards)
-  if tf.io.gfile.glob(shards):
-    return sorted(tf.io.gfile.glob(shards))
+  if gfile.glob(shards):
+    return sorted(gfile.glob(shards))
   for sub in ('', 'tasks'):
     path = os.path.join(folder, sub, ORIGINAL_FILES[kind].format(fold))
     candidates.append(path)
-    if tf.io.gfile.exists(path):
+    if gfile.exists(path):
       return [path]
   raise FileNotFoundError(
       f'no {config} {split} data in {folder}: looked for {", ".join(candidates)}. Set '

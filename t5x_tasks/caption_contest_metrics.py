@@ -55,9 +55,8 @@ import statistics
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
-import tensorflow as tf
 
-from t5x_tasks import caption_contest_data, jsonl
+from t5x_tasks import caption_contest_data, gfile, jsonl
 
 MODES = ('paper', 'lenient')
 BOOTSTRAP_SEED = 1  # eval_crossval.py's np.random.seed(1)
@@ -156,7 +155,7 @@ def seqio_bleu_rouge(targets: Sequence[str], predictions: Sequence[str]) -> Dict
 def read_predictions(path: str) -> Dict[str, str]:
   """An official prediction file {instance_id: prediction}, or `t5x infer`'s JSON Lines
   ({"instance_id", "prediction", ...} per line). Errors name file and record."""
-  if not tf.io.gfile.exists(path):
+  if not gfile.exists(path):
     raise FileNotFoundError(f'{path}: no such prediction file.')
   if path.endswith('.jsonl'):
     data = {}

@@ -58,16 +58,15 @@ continuation whose previous sentence confuses the parser (a stray
 "' and ..." inside it) does not score None and is dropped.
 """
 import functools
-import json
 import os
 import random
 import re
 import string
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import pronouncing
 
-from t5x_tasks import copoet_metrics, jsonl
+from t5x_tasks import copoet_metrics
 
 # Separates poems in the list read_poem_lines returns and generate takes.
 POEM_BREAK = ''
@@ -478,20 +477,6 @@ def generate(lines: Sequence[str], seed: int = 0) -> List[dict]:
   return [record(pair) for pair in generate_pairs(lines, seed)]
 
 
-# ---------------------------------------------------------------------------
-# Writing
-
-
-def write_jsonl(records: Iterable[dict], out_path) -> int:
-  """Writes records as JSON Lines, atomically (jsonl.atomic_file); returns how many."""
-  count = 0
-  with jsonl.atomic_file(out_path) as f:
-    for item in records:
-      f.write(json.dumps(item, ensure_ascii=False) + '\n')
-      count += 1
-  return count
-
-
 def count_types(pairs: Iterable[Pair]) -> Dict[str, int]:
   """How many pairs of each type, every type in TYPES listed."""
   counts = {kind: 0 for kind in TYPES}
@@ -500,10 +485,12 @@ def count_types(pairs: Iterable[Pair]) -> Dict[str, int]:
   return counts
 
 
-def prep(poem_lines_path, out_path, seed: int = 0) -> Dict[str, int]:
-  """Reads poem lines, generates instructions, writes JSON Lines atomically.
+def prep(poem_lines_path, seed: int = 0) -> Tuple[List[dict], Dict[str, int]]:
+  """Reads poem lines and generates instruction records ("t5x prep copoet-instructions").
 
-  Returns the number of records per instruction type (every type in TYPES).
+  Returns (records `{"translation": {"en1", "en2"}}` in order, for JSON Lines; the number
+  of records per instruction type, every type in TYPES). The caller writes the records
+  (t5x_cli: `t5x.fs_utils.atomic_file` + `jsonl.dump_lines`).
   Raises ValueError when the file holds no poem lines.
   """
   lines = read_poem_lines(poem_lines_path)
@@ -511,5 +498,4 @@ def prep(poem_lines_path, out_path, seed: int = 0) -> Dict[str, int]:
     raise ValueError(f'{os.fspath(poem_lines_path)}: no poem lines found; expected a '
                      'UTF-8 text file with one poem line per line')
   pairs = generate_pairs(lines, seed)
-  write_jsonl((record(pair) for pair in pairs), out_path)
-  return count_types(pairs)
+  return [record(pair) for pair in pairs], count_types(pairs)

@@ -27,7 +27,6 @@ scores: the model's line as suggested, not the writer's edit of it.
 """
 import ast
 import json
-import os
 import uuid
 from typing import Any, Optional
 
@@ -87,18 +86,14 @@ def record(session: dict, *, model: str, saved_at: str,
   }
 
 
-def save(log_dir: str, content: dict) -> str:
-  """Writes `content` to `log_dir/<uid>.json` atomically (a crash leaves the old file or
-  the new one, never a torn one); returns the path.
+def dumps(content: dict) -> str:
+  """The file text of a session: indented JSON, non-ASCII kept, newline-terminated.
 
-  Strict JSON only: a NaN or infinite number raises ValueError before anything is written
-  (Python's json would write the non-standard tokens NaN and Infinity).
+  Strict JSON only: a NaN or infinite number raises ValueError (Python's json would write
+  the non-standard tokens NaN and Infinity). The serve app writes this text to
+  `<log_dir>/<file_name(uid)>` with `t5x.fs_utils.write_atomic`.
   """
-  path = os.path.join(log_dir, file_name(content['uid']))
-  text = json.dumps(content, indent=1, ensure_ascii=False, allow_nan=False) + '\n'
-  with jsonl.atomic_file(path) as f:
-    f.write(text)
-  return path
+  return json.dumps(content, indent=1, ensure_ascii=False, allow_nan=False) + '\n'
 
 
 def load(path: str) -> Optional[dict]:

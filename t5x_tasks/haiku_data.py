@@ -3,12 +3,12 @@
 `statworx/haiku` is one parquet (train.parquet) with columns `source`, `text` (the haiku,
 lines joined by " / "), `text_phonemes`, `keywords` (KeyBERT topics), `keyword_phonemes`,
 `gruen_score` (GRUEN text quality) and `text_punc` (the text with punctuation restored).
-Readers take local or gs:// parquet (through tf.io.gfile); their errors name the file (and
+Readers take local or gs:// parquet (through t5x_tasks.gfile); their errors name the file (and
 line or row) and say how to fix it.
 
-`prep(input_path, out_path)` ("t5x prep haiku") turns one haiku per line (" / " between its
-lines, .txt) or a CSV whose columns 0, 1, 2 are the lines (.csv) into a parquet with the
-dataset's columns, written atomically; a .parquet is checked and passed through. `text` is
+`prep(input_path)` ("t5x prep haiku IN OUT", which writes OUT atomically) turns one haiku per
+line (" / " between its lines, .txt) or a CSV whose columns 0, 1, 2 are the lines (.csv) into
+a table with the dataset's columns; a .parquet is checked and passed through. `text` is
 the haiku lowercased with punctuation other than in-word apostrophes removed, `text_punc` the
 haiku as written, the phonemes haiku_phonetics.phonemize(). `keywords` come from
 `extract_keywords()`, a stand-in for the dataset's KeyBERT: the (by default two) content
@@ -27,9 +27,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import tensorflow as tf
 
-from t5x_tasks import haiku_phonetics, jsonl
+from t5x_tasks import gfile, haiku_phonetics, jsonl
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data')
 SAMPLE_TXT = os.path.join(DATA_DIR, 'haiku_sample.txt')
@@ -117,11 +116,11 @@ def _check_columns(path: str, names: Iterable[str]) -> None:
 
 def _read_table(path: str, columns: Optional[Sequence[str]] = None) -> pa.Table:
   """Reads a local or gs:// parquet after checking REQUIRED_COLUMNS; errors name the file."""
-  if not tf.io.gfile.exists(path):
+  if not gfile.exists(path):
     raise FileNotFoundError(f'{path}: no such haiku parquet; set haiku.data_path.path or '
                             f'${DATA_ENV}, or build one with `t5x prep haiku`.')
   # Whole file into memory: the dataset is a few MB, and GFile is no pyarrow file.
-  with tf.io.gfile.GFile(path, 'rb') as f:
+  with gfile.open(path, 'rb') as f:
     data = pa.BufferReader(f.read())
   try:
     parquet = pq.ParquetFile(data)
@@ -257,39 +256,18 @@ def _passthrough_table(path: str) -> pa.Table:
     raise ValueError(f'{path}: columns do not have the dataset types {SCHEMA} ({e})') from e
 
 
-def write_parquet_atomic(table: pa.Table, out_path: str) -> None:
-  """Writes `table` to `out_path` via a temporary file in the same folder and os.replace.
-
-  A failure leaves any earlier `out_path` untouched and no temporary file behind.
-  """
-  out_dir = os.path.dirname(os.path.abspath(out_path))
-  os.makedirs(out_dir, exist_ok=True)
-  tmp = os.path.join(out_dir, f'.{os.path.basename(out_path)}.tmp-{os.getpid()}')
-  try:
-    pq.write_table(table, tmp)
-    os.replace(tmp, out_path)
-  except OSError as e:  # arrow's errors name no file (or the temporary one): name ours
-    if e.filename not in (None, tmp):
-      raise
-    raise OSError(e.errno, e.strerror or ' '.join(str(e).split()), out_path) from e
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
-def prep(input_path: str, out_path: str, source: Optional[str] = None,
-         max_keywords: int = 2) -> int:
-  """Converts haiku text, CSV or parquet into a `statworx/haiku`-style parquet ("t5x prep haiku").
+def prep(input_path: str, source: Optional[str] = None, max_keywords: int = 2) -> pa.Table:
+  """Converts haiku text, CSV or parquet into a `statworx/haiku`-style table ("t5x prep haiku"
+  writes it as parquet, atomically, with t5x.fs_utils).
 
   Args:
     input_path: str; .txt (one haiku per line, " / " between lines), .csv (columns 0, 1, 2)
       or .parquet (checked and passed through with the dataset's columns).
-    out_path: str, the parquet to write (atomically: temporary file, then rename).
     source: str or None, the `source` of every row; default a CSV row's own `source`
       column, else the input file's stem.
     max_keywords: int, keywords per haiku.
   Returns:
-    int, the number of rows written.
+    pa.Table with SCHEMA's columns, one row per haiku.
   Raises:
     ValueError: naming the file and line/row of bad input, or an unknown extension.
   """
@@ -308,5 +286,4 @@ def prep(input_path: str, out_path: str, source: Optional[str] = None,
   else:
     raise ValueError(f'{input_path}: unknown extension {ext!r}; prep reads .txt (one haiku per '
                      'line, " / " between lines), .csv (lines in columns 0, 1, 2) or .parquet')
-  write_parquet_atomic(table, out_path)
-  return table.num_rows
+  return table

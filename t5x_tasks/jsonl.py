@@ -1,15 +1,11 @@
-"""Reading JSON Lines, JSON and text files whose errors name the file and the line;
-writing files atomically.
+"""Reading JSON Lines, JSON and text files whose errors name the file and the line, and
+formatting records as JSON Lines (the engine's t5x.fs_utils writes the files).
 
 Every reader here accepts a UTF-8 byte-order mark at the start of a file (Windows editors
 write one) and refuses other bytes that are not UTF-8 with the file and line.
 """
-import contextlib
-import errno
 import json
-import os
-import uuid
-from typing import IO, Any, Iterator
+from typing import Any, Iterable, Iterator
 
 _BOM = b'\xef\xbb\xbf'
 
@@ -75,36 +71,8 @@ def records(path: str) -> Iterator[tuple[int, dict]]:
     yield number, record
 
 
-@contextlib.contextmanager
-def atomic_file(path) -> Iterator[IO[str]]:
-  """Yields a text file that replaces `path` (os.replace) only once the block completes.
-
-  The text goes to a temporary file in the same folder, flushed to disk first, so a
-  failure or crash part-way leaves any earlier file untouched and, on failure, no
-  temporary file behind. An OSError of the write itself names `path`.
-  """
-  path = os.fspath(path)
-  folder = os.path.dirname(os.path.abspath(path))
-  parent = folder
-  while not os.path.isdir(parent) and not os.path.exists(parent):
-    parent = os.path.dirname(parent)
-  if not os.path.isdir(parent):  # makedirs would say "File exists", which misleads
-    raise NotADirectoryError(errno.ENOTDIR, 'a file is in the way of the output folder '
-                             f'{folder}', parent)
-  os.makedirs(folder, exist_ok=True)
-  temp = os.path.join(folder, f'.{os.path.basename(path)}.{uuid.uuid4().hex}.tmp')
-  try:
-    # os.open with 0o666 so the final file gets the usual umask permissions.
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    with open(fd, 'w', encoding='utf-8', newline='\n') as f:
-      yield f
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(temp, path)
-  except BaseException as e:
-    with contextlib.suppress(OSError):  # never hide the first error behind a cleanup one
-      os.remove(temp)
-    if isinstance(e, OSError) and e.filename in (None, temp):
-      # A failed write (full disk, read-only folder) names the file meant, not the temp.
-      raise OSError(e.errno, e.strerror or str(e), path) from e
-    raise
+def dump_lines(items: Iterable[dict]) -> Iterator[str]:
+  """Yields one JSON Lines line per record, newline-terminated, non-ASCII text kept as is;
+  lazily, so a writer can stream them (`writelines` on `t5x.fs_utils.atomic_file(path)`)."""
+  for item in items:
+    yield json.dumps(item, ensure_ascii=False) + '\n'

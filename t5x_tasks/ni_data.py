@@ -12,7 +12,8 @@ first element is the one Tk-Instruct uses), `Positive Examples` and `Negative Ex
 output a LIST of acceptable references; old files have no ids), `Categories`,
 `Input_language` and `Output_language`.
 
-`prep(data_dir, out_dir)` ("t5x prep ni --data DIR --out OUT") writes, atomically,
+`prep(data_dir)` reads them into records and `output_lines` formats these; "t5x prep ni
+--data DIR --out OUT" writes them, atomically,
 
     OUT/train.jsonl       one training instance per line
     OUT/test.jsonl        one test instance per line
@@ -40,15 +41,13 @@ fixtures in ../shared hold 6 of 875); `strict=True` makes that an error.
 The bundled raw sample, t5x_tasks/data/ni_raw_sample/ (four tasks written for this
 project), preps into the bundled t5x_tasks/data/ni_sample/ with
 
-    python -c "from t5x_tasks import ni_data; ni_data.prep('t5x_tasks/data/ni_raw_sample', \
-'t5x_tasks/data/ni_sample')"
+    t5x prep ni --data t5x_tasks/data/ni_raw_sample --out t5x_tasks/data/ni_sample
 """
 import hashlib
-import json
 import os
 import random
 import warnings
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from t5x_tasks import jsonl
 
@@ -217,40 +216,16 @@ def reference_record(record: Record) -> Record:
   return {key: record[key] for key in ('id', 'task_id', 'task_category', 'references', 'track')}
 
 
-def _write_jsonl_atomic(records_by_path: Dict[str, List[Record]]) -> None:
-  """Writes each list as JSON Lines: all to temporary files first, then renames them.
-
-  A failure while writing leaves earlier outputs untouched and no temporary file behind.
-  """
-  temps = {}
-  try:
-    for path, records in records_by_path.items():
-      tmp = os.path.join(os.path.dirname(path), f'.{os.path.basename(path)}.tmp-{os.getpid()}')
-      temps[path] = tmp
-      try:
-        with open(tmp, 'w', encoding='utf-8') as f:
-          for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + '\n')
-      except OSError as e:  # a full disk names no file: name the output meant
-        if e.filename not in (None, tmp):
-          raise
-        raise OSError(e.errno, e.strerror or str(e), path) from e
-    for path, tmp in temps.items():
-      os.replace(tmp, path)
-  finally:
-    for tmp in temps.values():
-      if os.path.exists(tmp):
-        os.remove(tmp)
-
-
-def prep(data_dir: str, out_dir: str, max_train_instances: Optional[int] = 100,
+def prep(data_dir: str, max_train_instances: Optional[int] = 100,
          max_test_instances: Optional[int] = 100, split: str = 'default',
          strict: bool = False) -> Dict[str, Any]:
-  """Super-NaturalInstructions checkout -> train.jsonl, test.jsonl, references.jsonl.
+  """Super-NaturalInstructions checkout -> the records of train, test and references.
+
+  Nothing is written here: `output_lines(result)` gives the three files' JSON Lines, which
+  `t5x prep ni` writes (all or none) with t5x.fs_utils.write_files.
 
   Args:
     data_dir: str, a folder with tasks/ and splits/<split>/{train,test}_tasks.txt.
-    out_dir: str, the output folder (created).
     max_train_instances: int or None, instances kept per training task (a seeded random
       draw); None or negative keeps all.
     max_test_instances: int or None, the first instances kept per test task.
@@ -259,7 +234,8 @@ def prep(data_dir: str, out_dir: str, max_train_instances: Optional[int] = 100,
     strict: bool, raise instead of warning when a split lists tasks that tasks/ lacks.
   Returns:
     dict: {'train': n lines, 'test': n lines, 'tasks': {'train': n, 'test': n},
-    'missing': [task names listed but absent], 'paths': {name: path}}.
+    'missing': [task names listed but absent], 'records': {'train': [record],
+    'test': [record], 'references': [reference record]}}.
   Raises:
     FileNotFoundError: a split file is missing, no listed task exists, or (strict) some are
       missing; the message names them.
@@ -298,12 +274,14 @@ def prep(data_dir: str, out_dir: str, max_train_instances: Optional[int] = 100,
       raise FileNotFoundError(message + ('' if any(task_counts.values()) else
                                          '; none of the listed tasks exists'))
     warnings.warn(message + '; prep writes the tasks that exist', stacklevel=2)
-  os.makedirs(out_dir, exist_ok=True)
-  paths = {name: os.path.join(out_dir, f'{name}.jsonl') for name in (*SPLITS, 'references')}
-  _write_jsonl_atomic({
-      paths['train']: records['train'],
-      paths['test']: records['test'],
-      paths['references']: [reference_record(r) for r in records['test']],
-  })
+  outputs = {'train': records['train'], 'test': records['test'],
+             'references': [reference_record(r) for r in records['test']]}
   return {'train': len(records['train']), 'test': len(records['test']), 'tasks': task_counts,
-          'missing': missing, 'paths': paths}
+          'missing': missing, 'records': outputs}
+
+
+def output_lines(result: Dict[str, Any]) -> Dict[str, Iterator[str]]:
+  """{file name: its JSON Lines, streamed} of a `prep` result: train.jsonl, test.jsonl and
+  references.jsonl."""
+  return {f'{name}.jsonl': jsonl.dump_lines(records)
+          for name, records in result['records'].items()}

@@ -1,20 +1,45 @@
-"""Shared test set-up: CPU only, quiet TensorFlow, a persistent compilation cache."""
+"""Shared test set-up: CPU only, quiet TensorFlow, a compilation cache that outlives the
+clone (compile_cache.py), end-to-end runs started ahead of the tests that read them
+(jobs.py), and the `slow` marker on every test that needs one of those runs."""
 import os
 import pathlib
-import subprocess
 import sys
+
+import compile_cache
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+compile_cache.configure()  # before JAX is imported
 
-import jax  # noqa: E402
 import pytest  # noqa: E402
+
+import jobs  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / 'shared'
 
-jax.config.update('jax_compilation_cache_dir', str(ROOT / '.pytest_cache' / 'jax'))
-jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+# Subprocesses (`t5x ...`) run on the CPU, quietly, sharing the compilation cache.
+ENV = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3')
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items):
+  """A test that reads an end-to-end run (a jobs.py fixture, such as the quickstart) is
+  slow, like the run itself: `pytest -m "not slow"` leaves it out."""
+  for item in items:
+    if jobs.names_needed([item]):
+      item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope='session', autouse=True)
+def _jobs(request, tmp_path_factory):
+  """Starts the end-to-end runs that the selected tests need, in the background."""
+  runner = jobs.Runner(tmp_path_factory)
+  # (A pytest-xdist worker holds every test, not its share: there each job runs on demand.)
+  if not hasattr(request.config, 'workerinput'):
+    runner.start_ahead(jobs.names_needed(request.session.items))
+  yield runner
+  runner.stop()
 
 
 @pytest.fixture(scope='session')
@@ -25,19 +50,12 @@ def shared_dir() -> pathlib.Path:
   return SHARED
 
 
-# Subprocesses (`t5x ...`) run on the CPU, quietly, sharing the compilation cache.
-ENV = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3',
-           JAX_COMPILATION_CACHE_DIR=str(ROOT / '.pytest_cache' / 'jax'))
-
-
-@pytest.fixture(scope='session')
-def quickstart(tmp_path_factory):
+@jobs.fixture()
+def quickstart(folder):
   """(MODEL_DIR, completed process) of the README's quickstart, trained once per session."""
-  model_dir = tmp_path_factory.mktemp('quickstart') / 'model'
-  proc = subprocess.run(
-      [sys.executable, '-m', 't5x_cli.main', 'train', '--gin_file=gin/quickstart.gin',
-       f'--gin.MODEL_DIR="{model_dir}"'],
-      cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
+  model_dir = folder / 'model'
+  proc = jobs.run([sys.executable, '-m', 't5x_cli.main', 'train', '--gin_file=gin/quickstart.gin',
+                   f'--gin.MODEL_DIR="{model_dir}"'], cwd=ROOT, env=ENV, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return model_dir, proc
 

@@ -10,6 +10,7 @@ import pytest
 
 import hf_models
 import t5x
+from t5x import loader
 from t5x_cli import main as cli
 from t5x.conversion import converters
 
@@ -34,6 +35,19 @@ def test_every_source_gives_the_same_logits(medium_model_dir):
     # Not derivable from shapes: it travels in model.gin (or config.json).
     assert loaded.config.relative_attention_max_distance == 20, source
     assert np.abs(loaded.logits(enc, dec) - expected).max() <= 1e-4, source
+
+
+def test_the_notebook_model_is_what_the_loader_read(medium_model_dir):
+  """t5x.load adds calls to the loader's result; both read the same numbers."""
+  _, hf_dir, model_dir = medium_model_dir
+  for source in (model_dir, hf_dir):
+    read, model = loader.load(str(source)), t5x.load(str(source))
+    assert isinstance(model, loader.Loaded) and not hasattr(read, 'generate')
+    assert (read.config, read.source, read.merged_lora_rank) == (
+        model.config, model.source, model.merged_lora_rank)
+    flat = lambda m: jax.tree_util.tree_leaves_with_path(m.params)
+    assert [p for p, _ in flat(read)] == [p for p, _ in flat(model)]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(flat(read), flat(model)))
 
 
 def test_model_gin_describes_the_checkpoint(medium_model_dir):

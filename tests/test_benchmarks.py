@@ -1,10 +1,9 @@
 """Benchmarks run end to end on a tiny setting (`--smoke`); their arithmetic is exact.
 Speed itself is measured by the benchmarks, never asserted here."""
 import json
-import os
-import subprocess
 import sys
 
+import jobs
 from conftest import ENV, ROOT
 
 sys.path.insert(0, str(ROOT / 'benchmarks'))
@@ -25,12 +24,18 @@ def test_model_flops_match_a_hand_count():
   assert train_step.model_flops_per_step(cfg, batch, inputs, targets) == dense + attention
 
 
-def test_train_step_benchmark_smoke(tmp_path):
-  out = tmp_path / 'result.json'
-  proc = subprocess.run([sys.executable, 'benchmarks/train_step.py', '--smoke', '--json', str(out)],
-                        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+@jobs.fixture(scope='module')
+def train_step_smoke(folder):
+  """(completed process, result JSON) of `benchmarks/train_step.py --smoke`."""
+  out = folder / 'result.json'
+  proc = jobs.run([sys.executable, 'benchmarks/train_step.py', '--smoke', '--json', str(out)],
+                  cwd=ROOT, env=ENV, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  result = json.loads(out.read_text())
+  return proc, json.loads(out.read_text())
+
+
+def test_train_step_benchmark_smoke(train_step_smoke):
+  proc, result = train_step_smoke
   assert result['parameters'] == 230_400 and result['device'] == 'cpu'
   assert result['tokens_per_s'] > 0 and 0 < result['mfu'] < 1
   tokens = result['batch'] * (result['inputs_length'] + result['targets_length'])
@@ -38,17 +43,29 @@ def test_train_step_benchmark_smoke(tmp_path):
   assert 'mfu:' in proc.stdout
 
 
-def _run_train_benchmark(tmp_path, *extra):
-  proc = subprocess.run([sys.executable, 'benchmarks/train.py', '--smoke', '--out', str(tmp_path),
-                         *extra], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
+def _run_train_benchmark(out, *extra):
+  proc = jobs.run([sys.executable, 'benchmarks/train.py', '--smoke', '--out', str(out), *extra],
+                  cwd=ROOT, env=ENV, timeout=900)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   return proc
 
 
-def test_train_benchmark_smoke_compares_both_stacks_on_the_same_examples(tmp_path):
-  proc = _run_train_benchmark(tmp_path)
-  result = json.loads((tmp_path / 'train_compare_tiny.json').read_text())
-  assert (tmp_path / 'train_compare_tiny.png').stat().st_size > 0
+@jobs.fixture(scope='module')
+def train_compare_smoke(folder):
+  """(completed process, output folder) of `benchmarks/train.py --smoke`."""
+  return _run_train_benchmark(folder), folder
+
+
+@jobs.fixture(scope='module')
+def train_scaling_smoke(folder):
+  """(completed process, output folder) of `benchmarks/train.py --smoke --scaling`."""
+  return _run_train_benchmark(folder, '--scaling'), folder
+
+
+def test_train_benchmark_smoke_compares_both_stacks_on_the_same_examples(train_compare_smoke):
+  proc, out = train_compare_smoke
+  result = json.loads((out / 'train_compare_tiny.json').read_text())
+  assert (out / 'train_compare_tiny.png').stat().st_size > 0
   (round_,) = result['rounds']
   project, pytorch = round_['project']['windows'], round_['pytorch']['windows']
   # Both stacks trained the same examples in the same steps (4 steps, windows of 2).
@@ -70,10 +87,10 @@ def test_train_benchmark_smoke_compares_both_stacks_on_the_same_examples(tmp_pat
   assert 'same data: ' in proc.stdout
 
 
-def test_train_benchmark_smoke_scaling(tmp_path):
-  proc = _run_train_benchmark(tmp_path, '--scaling')
-  result = json.loads((tmp_path / 'train_scaling_tiny.json').read_text())
-  assert (tmp_path / 'train_scaling_tiny.png').stat().st_size > 0
+def test_train_benchmark_smoke_scaling(train_scaling_smoke):
+  proc, out = train_scaling_smoke
+  result = json.loads((out / 'train_scaling_tiny.json').read_text())
+  assert (out / 'train_scaling_tiny.png').stat().st_size > 0
   grid = result['grid']
   points = [(r['batch'], r['length']) for r in result['rows']]
   assert points == [(grid['batch'], n) for n in grid['lengths']] + [

@@ -10,12 +10,15 @@ import pathlib
 import re
 import shlex
 import subprocess
+import sys
 
 import gin
 import pytest
 
+from conftest import ENV
 from t5x_cli import main as cli
 from t5x import gin_utils
+from t5x import launch
 from t5x_tasks import copoet, jsonl
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -157,6 +160,17 @@ def test_infer_and_eval_check_feature_lengths_first(capsys, tmp_path, command, g
                             '--gin.MIXTURE_OR_TASK_NAME="copoet"',
                             "--gin.TASK_FEATURE_LENGTHS={'inputs': -1, 'targets': 8}"])
   assert message.startswith("TASK_FEATURE_LENGTHS['inputs'] is -1; ")
+  assert not (tmp_path / 'out').exists()
+
+
+def test_required_feature_lengths_left_unset_are_named(capsys, tmp_path):
+  # runs/eval.gin binds TASK_FEATURE_LENGTHS = %gin.REQUIRED: gin hands over its sentinel.
+  message = _error(capsys, ['eval', '--gin_file=runs/eval.gin',
+                            f'--gin.CHECKPOINT_PATH="{tmp_path / "none"}"',
+                            f'--gin.EVAL_OUTPUT_DIR="{tmp_path / "out"}"',
+                            '--gin.MIXTURE_OR_TASK_NAME="copoet"'])
+  assert message == ('TASK_FEATURE_LENGTHS is not set; the gin files mark it required: pass '
+                     '--gin.TASK_FEATURE_LENGTHS="{\'inputs\': 512, \'targets\': 128}".')
   assert not (tmp_path / 'out').exists()
 
 
@@ -333,9 +347,9 @@ def test_bom_is_accepted_by_every_reader(capsys, tmp_path):
   assert cli.main(['score', 'copoet', str(tmp_path / 'session.json'), '--json']) == 0
   assert json.loads(capsys.readouterr().out)['runs'] == 1
   # t5x infer's prompts files, plain text and JSON Lines
-  from t5x import infer
+  from t5x import data
   (tmp_path / 'prompts.txt').write_bytes(BOM + b'Write a poem\r\n\r\nAnother one\n')
-  read = infer._prompt_examples  # pylint: disable=protected-access
+  read = data.prompt_examples
   assert read(str(tmp_path / 'prompts.txt')) == [
       {'inputs': 'Write a poem'}, {'inputs': 'Another one'}]
   (tmp_path / 'prompts.jsonl').write_bytes(BOM + b'{"prompt": "Write a poem"}\n')
@@ -432,3 +446,88 @@ def test_config_sizes_must_be_positive_ints(capsys, tmp_path, key, value):
   assert _error(capsys, ['import-hf', folder, tmp_path / 'out']) == (
       f'{folder / "config.json"}: {key!r} is {value!r}; it must be a positive integer. Fix '
       'config.json (as transformers writes it for this model).')
+
+
+# ----------------------------------------------------------------------------- --debug, OOM
+
+def _traceback(capsys, argv) -> list:
+  """Runs `t5x ARGV`; asserts exit code 2 and a full traceback; returns stderr's lines."""
+  assert cli.main([str(a) for a in argv]) == 2
+  lines = capsys.readouterr().err.splitlines()
+  assert lines[0] == 'Traceback (most recent call last):', lines
+  return lines
+
+
+def test_debug_and_t5x_debug_print_the_full_traceback(capsys, tmp_path, monkeypatch):
+  monkeypatch.delenv('T5X_DEBUG', raising=False)
+  assert _error(capsys, ['score', 'haiku', tmp_path]) == f'{tmp_path}: Is a directory'
+  last = f"IsADirectoryError: [Errno 21] Is a directory: '{tmp_path}'"
+  assert _traceback(capsys, ['--debug', 'score', 'haiku', tmp_path])[-1] == last
+  monkeypatch.setenv('T5X_DEBUG', '1')
+  assert _traceback(capsys, ['score', 'haiku', tmp_path])[-1] == last
+  monkeypatch.setenv('T5X_DEBUG', '0')
+  assert _error(capsys, ['score', 'haiku', tmp_path]) == f'{tmp_path}: Is a directory'
+
+
+def test_debug_after_the_gin_command(capsys, tmp_path, monkeypatch):
+  """`t5x train --debug ...`, as `python -m t5x.train --debug ...` takes it."""
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.delenv('T5X_DEBUG', raising=False)
+  lines = _traceback(capsys, ['train', '--debug', '--gin_file=quickstrat.gin'])
+  assert lines[-1].startswith("FileNotFoundError: gin file 'quickstrat.gin' not found; ")
+
+
+@pytest.mark.slow
+def test_python_m_train_reports_as_t5x_train(tmp_path):
+  """`python -m t5x.train`: the same one-line error and exit code, or with --debug the
+  traceback."""
+  env = {k: v for k, v in ENV.items() if k != 'T5X_DEBUG'}
+  runs = [subprocess.run([sys.executable, '-m', 't5x.train', *debug, '--gin_file=quickstrat.gin'],
+                         cwd=tmp_path, env=dict(env, PYTHONPATH=str(ROOT)), capture_output=True,
+                         text=True, timeout=300) for debug in ([], ['--debug'])]
+  assert [r.returncode for r in runs] == [2, 2]
+  plain = runs[0].stderr.splitlines()
+  assert len(plain) == 1 and plain[0].startswith(
+      "t5x train: error: gin file 'quickstrat.gin' not found; searched the current folder "
+      f'({tmp_path}), '), plain
+  assert 'Traceback (most recent call last):' in runs[1].stderr
+  assert runs[1].stderr.splitlines()[-1].startswith("FileNotFoundError: gin file 'quickstrat.gin'")
+
+
+def test_xla_out_of_memory_is_printed_whole(capsys):
+  """A real XLA allocation failure (1 PiB: more than any machine), raised inside a gin
+  configurable as a training run's would be: its whole report, then one summary line."""
+  import jax.numpy as jnp
+
+  @gin.configurable('allocate_for_oom_test')
+  def allocate():
+    return jnp.ones((1 << 50,), jnp.uint8).block_until_ready()
+
+  for debug in (False, True):
+    assert launch.report_errors('t5x train', allocate, debug) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == 'Traceback (most recent call last):'
+    assert any(line.endswith('RESOURCE_EXHAUSTED: Out of memory allocating 1125899906842624 '
+                             'bytes.') for line in lines), lines
+    assert lines[-1].startswith('t5x train: error: out of device memory; XLA\'s report ')
+
+
+def test_other_xla_and_disk_errors_stay_one_line(capsys):
+  """A full disk during a checkpoint save says RESOURCE_EXHAUSTED too (tensorstore's words):
+  it is an OSError, not XLA's out-of-memory error, and stays one line; so does an XLA error
+  about something else."""
+  import jax
+  from t5x import checkpoints
+  disk = checkpoints.CheckpointSaveError(
+      'could not save checkpoint /m/checkpoint_4: RESOURCE_EXHAUSTED: Error writing local '
+      'file "/m/checkpoint_4.orbax-checkpoint-tmp/x": No space left on device. Training '
+      'stopped; the previous checkpoint /m/checkpoint_2 is intact.')
+  other = jax.errors.JaxRuntimeError('INVALID_ARGUMENT: Executable expected parameter 0 of '
+                                     'size 8 but got buffer with incompatible size 4')
+  for error in (disk, other):
+    assert not launch.is_out_of_memory(error)
+
+    def fail(error=error):
+      raise error
+    assert launch.report_errors('t5x train', fail) == 2
+    assert capsys.readouterr().err.splitlines() == [f't5x train: error: {error}']

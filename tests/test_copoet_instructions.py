@@ -1,5 +1,7 @@
 """CoPoet instruction generator: every pair passes the strict checker, by type."""
+import errno
 import json
+import os
 import pathlib
 import random
 import re
@@ -7,6 +9,8 @@ import re
 import pytest
 import syllapy
 
+from t5x import fs_utils
+from t5x_cli import main as cli
 from t5x_tasks import copoet_instructions as ci
 from t5x_tasks import copoet_metrics as cm
 
@@ -163,38 +167,46 @@ def test_records_are_copoet_raw_format(lines, pairs):
 # --- files --------------------------------------------------------------------
 
 
-def test_prep_writes_a_file_that_round_trips(tmp_path, lines):
+def test_prep_returns_records_and_counts_and_writes_nothing(tmp_path, lines):
+  records, counts = ci.prep(SAMPLE, seed=3)
+  assert records == ci.generate(lines, seed=3)
+  assert counts == ci.count_types(ci.generate_pairs(lines, seed=3))
+  assert sum(counts.values()) == len(records)
+
+
+def test_the_command_writes_a_file_that_round_trips(tmp_path, lines, capsys):
   out = tmp_path / 'out' / 'copoet.jsonl'
-  counts = ci.prep(SAMPLE, out, seed=3)
+  assert cli.main(['prep', 'copoet-instructions', str(SAMPLE), str(out), '--seed', '3']) == 0
   with out.open(encoding='utf-8') as f:
     written = [json.loads(line) for line in f]
   assert written == ci.generate(lines, seed=3)
-  assert counts == ci.count_types(ci.generate_pairs(lines, seed=3))
-  assert sum(counts.values()) == len(written)
+  assert f'wrote {out}: {len(written)} pairs ' in capsys.readouterr().out
   assert sorted(p.name for p in out.parent.iterdir()) == ['copoet.jsonl']
 
 
-def test_failed_write_leaves_old_file_and_no_temp(tmp_path):
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch, capsys):
   out = tmp_path / 'copoet.jsonl'
   out.write_text('old\n')
 
-  def records():
-    yield {'translation': {'en1': 'a', 'en2': 'b'}}
-    raise RuntimeError('interrupted')
+  def full(fd):  # the disk fills up as the data is synced
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-  with pytest.raises(RuntimeError):
-    ci.write_jsonl(records(), out)
+  monkeypatch.setattr(fs_utils.os, 'fsync', full)
+  assert cli.main(['prep', 'copoet-instructions', str(SAMPLE), str(out)]) == 2
+  assert capsys.readouterr().err.strip().endswith(f'{out}: No space left on device')
   assert out.read_text() == 'old\n'
   assert [p.name for p in tmp_path.iterdir()] == ['copoet.jsonl']
 
 
-def test_bad_utf8_names_file_and_line(tmp_path):
+def test_bad_utf8_names_file_and_line(tmp_path, capsys):
   bad = tmp_path / 'bad.txt'
   bad.write_bytes(b'first line\n\nsecond poem\nbroken \xff\xfe line\n')
   with pytest.raises(ValueError, match=r'bad\.txt:4: not valid UTF-8'):
     ci.read_poem_lines(bad)
   with pytest.raises(ValueError, match=r'bad\.txt:4'):
-    ci.prep(bad, tmp_path / 'out.jsonl')
+    ci.prep(bad)
+  assert cli.main(['prep', 'copoet-instructions', str(bad), str(tmp_path / 'out.jsonl')]) == 2
+  assert 'bad.txt:4: not valid UTF-8' in capsys.readouterr().err
   assert not (tmp_path / 'out.jsonl').exists()
 
 
@@ -208,4 +220,4 @@ def test_prep_rejects_an_empty_file(tmp_path):
   empty = tmp_path / 'empty.txt'
   empty.write_text('\n\n')
   with pytest.raises(ValueError, match='no poem lines'):
-    ci.prep(empty, tmp_path / 'out.jsonl')
+    ci.prep(empty)

@@ -1,4 +1,5 @@
 """Deep Haiku: the four formats, splits, syllable metric, raw-format errors, prep, tasks."""
+import errno
 import json
 import os
 
@@ -8,6 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 import seqio
 
+from t5x import fs_utils
+from t5x_cli import main as cli
 from t5x_tasks import haiku, haiku_data, haiku_metrics, haiku_phonetics, vocabularies
 
 BASHO = 'an old silent pond / a frog jumps into the pond / splash silence again'
@@ -142,16 +145,19 @@ def test_malformed_text_line_names_file_and_line(tmp_path):
     haiku_data.read_text(str(path))
 
 
-def test_prep_round_trips_and_writes_atomically(tmp_path, monkeypatch):
+def test_prep_round_trips_and_writes_atomically(tmp_path, monkeypatch, capsys):
   source = tmp_path / 'mine.csv'
   source.write_text('0,1,2,source\n"An old, silent pond...",A frog jumps into the pond,'
                     'splash! Silence again.,basho\n')
   out = tmp_path / 'out' / 'haiku.parquet'
+  assert haiku_data.prep(str(source)).num_rows == 1 and not out.parent.exists()  # no writes
   replaced = []
   real_replace = os.replace
-  monkeypatch.setattr(haiku_data.os, 'replace', lambda a, b: (replaced.append((a, b)),
-                                                         real_replace(a, b)))
-  assert haiku_data.prep(str(source), str(out)) == 1
+  monkeypatch.setattr(fs_utils.os, 'replace', lambda a, b: (replaced.append((a, b)),
+                                                           real_replace(a, b)))
+  assert cli.main(['prep', 'haiku', str(source), str(out)]) == 0
+  assert capsys.readouterr().out.strip() == (
+      f'wrote {out}: 1 haiku with phonemes and keywords')
   (tmp, final), = replaced
   assert final == str(out) and os.path.dirname(tmp) == str(out.parent) and tmp != final
   table = pq.read_table(out)
@@ -162,16 +168,38 @@ def test_prep_round_trips_and_writes_atomically(tmp_path, monkeypatch):
       'text_punc': 'An old, silent pond... / A frog jumps into the pond / splash! Silence again.'}]
   assert haiku_data.read_parquet(str(out))[0]['text'] == BASHO
   # Passing the parquet through keeps it; bad input leaves the old output untouched.
-  assert haiku_data.prep(str(out), str(tmp_path / 'copy.parquet')) == 1
+  assert haiku_data.prep(str(out)).equals(table)
+  assert cli.main(['prep', 'haiku', str(out), str(tmp_path / 'copy.parquet')]) == 0
   assert pq.read_table(tmp_path / 'copy.parquet').equals(table)
   bad = tmp_path / 'bad.txt'
   bad.write_text(BASHO + '\nnot a haiku\n')
   with pytest.raises(ValueError, match=r'bad\.txt:line 2'):
-    haiku_data.prep(str(bad), str(out))
+    haiku_data.prep(str(bad))
+  capsys.readouterr()
+  assert cli.main(['prep', 'haiku', str(bad), str(out)]) == 2
+  assert 'bad.txt:line 2' in capsys.readouterr().err
   assert pq.read_table(out).equals(table)
   assert sorted(os.listdir(out.parent)) == ['haiku.parquet']
   with pytest.raises(ValueError, match=r'unknown extension'):
-    haiku_data.prep(str(tmp_path / 'x.json'), str(out))
+    haiku_data.prep(str(tmp_path / 'x.json'))
+
+
+def test_a_torn_parquet_write_keeps_the_old_file(tmp_path, monkeypatch, capsys):
+  text = tmp_path / 'h.txt'
+  text.write_text(BASHO + '\n')
+  out = tmp_path / 'h.parquet'
+  assert cli.main(['prep', 'haiku', str(text), str(out)]) == 0
+  before = out.read_bytes()
+  text.write_text(BASHO + '\n' + BASHO + '\n')
+
+  def full(fd):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(fs_utils.os, 'fsync', full)
+  capsys.readouterr()
+  assert cli.main(['prep', 'haiku', str(text), str(out)]) == 2
+  assert capsys.readouterr().err.strip().endswith(f'{out}: No space left on device')
+  assert out.read_bytes() == before and sorted(os.listdir(tmp_path)) == ['h.parquet', 'h.txt']
 
 
 def test_bundled_sample_matches_its_text_and_is_mostly_575():
@@ -223,7 +251,7 @@ def test_data_path_from_environment(tmp_path, monkeypatch):
   path = tmp_path / 'mine.parquet'
   text = tmp_path / 'mine.txt'
   text.write_text('\n'.join(f'haiku number {i} / a frog jumps in / the pond' for i in range(40)))
-  haiku_data.prep(str(text), str(path))
+  assert cli.main(['prep', 'haiku', str(text), str(path)]) == 0
   monkeypatch.setenv(haiku_data.DATA_ENV, str(path))
   assert haiku.data_path() == str(path)
   task = seqio.get_mixture_or_task('haiku_graphemes2phonemes')

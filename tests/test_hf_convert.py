@@ -161,3 +161,24 @@ def test_non_empty_output_folder_is_left_alone(hf_dir, tmp_path, capsys):
   (out / 'keep.txt').write_text('mine')
   _expect_error(capsys, ['import-hf', hf_dir[2], out], str(out), 'not empty')
   assert os.listdir(out) == ['keep.txt']
+
+
+@pytest.mark.parametrize('content, message', [
+    (b'{"model_type": "t5",\n "d_model": 8,,}', ':2: not valid JSON (Expecting property name'),
+    (b'{"model_type": "t5",\n "name": "caf\xe9"}', ':2: not valid UTF-8 (byte 14 of the line'),
+])
+def test_config_json_errors_name_file_and_line(tmp_path, capsys, content, message):
+  (tmp_path / 'hf').mkdir()
+  (tmp_path / 'hf' / 'config.json').write_bytes(content)
+  _expect_error(capsys, ['import-hf', tmp_path / 'hf', tmp_path / 'out'],
+                f'{tmp_path / "hf" / "config.json"}{message}')
+  assert not (tmp_path / 'out').exists()
+
+
+def test_config_json_with_a_byte_order_mark_reads(tmp_path):
+  from t5x.conversion import hf_convert
+  config = {'model_type': 't5', 'vocab_size': 32, 'd_model': 8, 'num_heads': 2,
+            'num_layers': 1, 'd_kv': 4, 'd_ff': 16}
+  (tmp_path / 'config.json').write_bytes(b'\xef\xbb\xbf' + json.dumps(config).encode())
+  cfg, raw = hf_convert.read_hf_config(str(tmp_path))
+  assert raw == config and (cfg.emb_dim, cfg.vocab_size) == (8, 32)

@@ -146,6 +146,7 @@ def test_eval_every_checkpoint_of_a_model_dir(quickstart, tmp_path):
   assert steps == [400, 800]
 
 
+@pytest.mark.slow
 def test_infer_eval_period_during_training(tmp_path):
   import gin
   import train_helpers

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import ENV, ROOT
 
@@ -29,6 +30,7 @@ def test_batch_stats_count_packed_segments():
                        target_positions=12)
 
 
+@pytest.mark.slow
 def test_input_pipeline_benchmark_smoke(tmp_path):
   out = tmp_path / 'result.json'
   proc = subprocess.run(

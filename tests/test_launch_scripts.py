@@ -173,7 +173,7 @@ def test_install_copies_the_checkout_and_sends_valid_shell(fakes):
   assert all('--worker=all' in c for c in calls)
   with tarfile.open(fakes['home'] / 't5x-src.tar.gz') as tar:
     names = set(tar.getnames())
-  assert {'setup.py', 'tpu_scripts/launch.sh', 't5x/cli.py', 'gin/copoet_11b.gin'} <= names
+  assert {'setup.py', 'tpu_scripts/launch.sh', 't5x_cli/main.py', 'gin/copoet_11b.gin'} <= names
   assert not any(n.startswith(('.venv/', 'build/', '.git/')) for n in names)
 
 
@@ -215,6 +215,7 @@ def _wait_for(path: pathlib.Path, seconds=30):
   return path
 
 
+@pytest.mark.slow
 def test_launch_runs_detached_and_collects_logs(fakes):
   """launch.sh -> worker_run.sh on the 'worker': t5x gets the exact flags, its log and exit
   code land in LOG_DIR, and resume.sh then sees a finished run."""
@@ -232,6 +233,7 @@ def test_launch_runs_detached_and_collects_logs(fakes):
   assert not any('create' in c for c in _gcloud_calls(fakes))
 
 
+@pytest.mark.slow
 def test_worker_job_is_watched_and_stopped(fakes):
   """A running job: resume.sh leaves it alone; `worker_run.sh stop` ends it."""
   env = _launch_env(fakes, FAKE_SLEEP='60')
@@ -450,6 +452,7 @@ def test_notebook_is_stored_clean():
     assert needed in source, needed
 
 
+@pytest.mark.slow
 def test_notebook_runs_on_cpu(tmp_path, monkeypatch):
   """The Colab notebook, top to bottom, offline, 60 training steps, in a kernel on this
   interpreter; then its model folder, decodes and export are checked."""

@@ -11,8 +11,11 @@ import pytest
 import hf_models
 import train_helpers
 import t5x
-from t5x import (checkpoints, cli, converters, hf_convert, lora, model_config,
-                        optimizers, partitioning, train, trainer, utils)
+from t5x import (checkpoints, model_config, optimizers, partitioning, train, trainer,
+                 utils)
+from t5x.conversion import converters, hf_convert
+from t5x.lora import adapters as lora
+from t5x_cli import main as cli
 from t5x.examples.t5.network import LORA_TARGETS, T5Config, Transformer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -198,6 +201,7 @@ def test_initial_params_from_a_plain_checkpoint_get_fresh_adapters(plain_model_d
   assert int(state.step) == 0
 
 
+@pytest.mark.slow
 def test_train_run_starts_from_a_plain_checkpoint_and_resumes(plain_model_dir, tmp_path):
   plain, folder = plain_model_dir
   model = train_helpers.tiny_model(optimizers.adafactor(multiply_by_parameter_scale=False),
@@ -282,21 +286,21 @@ def test_bad_lora_settings_name_the_field_and_the_allowed_values():
 
 def test_parameter_counts_for_the_planner(trained):
   cfg = trained[0].model.config
-  counts = lora.parameter_counts(cfg)
+  counts = model_config.parameter_counts(cfg)
   adapters, base = lora.split(trained[1])
   size = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))
   assert counts == {'trainable': size(adapters), 'frozen': size(base),
                     'total': size(adapters) + size(base)}
-  assert lora.adapter_count(cfg) == size(adapters)
+  assert model_config.adapter_count(cfg) == size(adapters)
   # r * (in + out) per adapted projection: 4 attention + 3 gated-MLP kernels per layer,
   # twice the attention in decoder layers.
   e, m, r = cfg.emb_dim, cfg.mlp_dim, cfg.lora_rank
   per_attention, per_mlp = 4 * r * 2 * e, 3 * r * (e + m)
   assert size(adapters) == 2 * (per_attention + per_mlp) + 2 * (2 * per_attention + per_mlp)
   plain = lora.base_config(cfg)
-  assert lora.parameter_counts(plain) == {'trainable': size(base), 'frozen': 0,
+  assert model_config.parameter_counts(plain) == {'trainable': size(base), 'frozen': 0,
                                           'total': size(base)}
-  assert lora.adapter_count(plain) == 0
+  assert model_config.adapter_count(plain) == 0
 
 
 def test_lora_gin_adds_to_an_experiment():
@@ -315,5 +319,5 @@ def test_lora_gin_adds_to_an_experiment():
   assert cfg.emb_dim == 2048  # the experiment's model (T5 1.1 XL) is kept
   assert float(schedule(0)) == pytest.approx(1e-3)
   assert 'adamw' in str(optimizer)
-  counts = lora.parameter_counts(cfg)
+  counts = model_config.parameter_counts(cfg)
   assert counts['trainable'] < 0.002 * counts['total']

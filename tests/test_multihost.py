@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+import jobs
 from conftest import ENV, ROOT
 from t5x import checkpoints
 from t5x import distributed
@@ -25,12 +26,12 @@ def _free_port() -> int:
 
 def _run_two_processes(model_dir, steps):
   port = _free_port()
-  procs = [subprocess.Popen(
+  procs = [jobs.popen(
       [sys.executable, WORKER, str(model_dir), str(steps), '2', '2',
        f'--coordinator_address=127.0.0.1:{port}', '--process_count=2', f'--process_index={i}',
        '--initialization_timeout=120'],
       env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-  outs = [p.communicate(timeout=600) for p in procs]
+  outs = [jobs.communicate(p, timeout=600) for p in procs]
   for p, (out, err) in zip(procs, outs):
     assert p.returncode == 0, err[-3000:]
   return [_result(out) for out, _ in outs]
@@ -48,21 +49,26 @@ def _metrics(model_dir, split, key='loss'):
   return {r['step']: r[key] for r in rows if r['split'] == split}
 
 
-@pytest.fixture(scope='module')
-def runs(tmp_path_factory):
+@jobs.fixture(scope='module')
+def multihost_runs(root):
   """Two processes train 3 steps and save; a second launch restores and trains to 5.
-  The reference is one process, one device, 5 steps on the same global batches."""
-  root = tmp_path_factory.mktemp('multihost')
-  first = _run_two_processes(root / 'multi', 3)
-  second = _run_two_processes(root / 'multi', 5)
-  proc = subprocess.run([sys.executable, WORKER, str(root / 'single'), '5', '1', '1'],
-                        env=ENV, capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return root, first, second, _result(proc.stdout)
+  The reference is one process, one device, 5 steps on the same global batches; it runs
+  beside the two launches (it shares nothing with them)."""
+  def multi():
+    return _run_two_processes(root / 'multi', 3), _run_two_processes(root / 'multi', 5)
+
+  def single():
+    proc = jobs.run([sys.executable, WORKER, str(root / 'single'), '5', '1', '1'], env=ENV,
+                    timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return _result(proc.stdout)
+
+  (first, second), reference = jobs.concurrently(multi, single)
+  return root, first, second, reference
 
 
-def test_two_processes_share_one_mesh(runs):
-  _, first, second, single = runs
+def test_two_processes_share_one_mesh(multihost_runs):
+  _, first, second, single = multihost_runs
   assert [r['process_index'] for r in first] == [0, 1]
   for r in first + second:
     assert r['process_count'] == 2 and r['devices'] == 4 and r['local_devices'] == 2
@@ -70,8 +76,8 @@ def test_two_processes_share_one_mesh(runs):
   assert single['devices'] == 1
 
 
-def test_losses_equal_single_process_run(runs):
-  root, _, _, _ = runs
+def test_losses_equal_single_process_run(multihost_runs):
+  root, _, _, _ = multihost_runs
   multi, single = _metrics(root / 'multi', 'train'), _metrics(root / 'single', 'train')
   assert sorted(multi) == sorted(single) == [1, 2, 3, 4, 5]  # 4-5 after a collective restore
   np.testing.assert_allclose([multi[s] for s in range(1, 6)], [single[s] for s in range(1, 6)],
@@ -79,8 +85,8 @@ def test_losses_equal_single_process_run(runs):
   assert abs(single[1] - single[2]) > 1e-3  # the loss moves, so equal losses mean equal updates
 
 
-def test_hosts_with_unequal_eval_batches_agree_with_one_process(runs):
-  root, _, _, _ = runs
+def test_hosts_with_unequal_eval_batches_agree_with_one_process(multihost_runs):
+  root, _, _, _ = multihost_runs
   for key, tolerance in (('target_tokens', 0), ('loss_per_token', 1e-5)):
     multi = _metrics(root / 'multi', 'training_eval', key)
     single = _metrics(root / 'single', 'training_eval', key)
@@ -89,14 +95,14 @@ def test_hosts_with_unequal_eval_batches_agree_with_one_process(runs):
       assert multi[step] == pytest.approx(single[step], abs=tolerance)
 
 
-def test_final_parameters_agree_and_every_process_saw_them(runs):
-  _, _, second, single = runs
+def test_final_parameters_agree_and_every_process_saw_them(multihost_runs):
+  _, _, second, single = multihost_runs
   assert second[0]['param_sum'] == second[1]['param_sum']
   assert second[0]['param_sum'] == pytest.approx(single['param_sum'], abs=1e-4)
 
 
-def test_multihost_checkpoint_restores_in_one_process(runs):
-  root, _, _, _ = runs
+def test_multihost_checkpoint_restores_in_one_process(multihost_runs):
+  root, _, _, _ = multihost_runs
   multi = model_config.flatten(checkpoints.restore_target(root / 'multi' / 'checkpoint_3'))
   single = model_config.flatten(checkpoints.restore_target(root / 'single' / 'checkpoint_3'))
   assert sorted(multi) == sorted(single)
@@ -105,8 +111,8 @@ def test_multihost_checkpoint_restores_in_one_process(runs):
   assert sorted(os.listdir(root / 'multi')) == sorted(os.listdir(root / 'single'))
 
 
-def test_only_process_zero_logs(runs):
-  root, _, _, _ = runs
+def test_only_process_zero_logs(multihost_runs):
+  root, _, _, _ = multihost_runs
   lines = (root / 'multi' / 'metrics.jsonl').read_text().splitlines()
   assert len(lines) == 5 + 2  # one record per train step and per eval, not one per host
   assert len(os.listdir(root / 'multi' / 'train')) == 2  # one events file per launch
@@ -140,6 +146,7 @@ def test_silent_coordinator_times_out_with_a_clear_error():
   assert '--process_index=0' in str(e.value)
 
 
+@pytest.mark.slow
 def test_cli_rejects_bad_flags_before_compiling(tmp_path):
   port = _free_port()
   proc = subprocess.run(

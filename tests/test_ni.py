@@ -1,4 +1,5 @@
 """Super-NaturalInstructions: prep, Tk-Instruct's encodings, the SeqIO tasks, the scorer."""
+import errno
 import json
 import os
 import pathlib
@@ -9,6 +10,8 @@ import pytest
 import seqio
 from rouge_score import rouge_scorer
 
+from t5x import fs_utils
+from t5x_cli import main as cli
 from t5x_tasks import ni, ni_data, ni_metrics
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -35,8 +38,16 @@ def shared_prep(shared_dir, tmp_path_factory):
   out = tmp_path_factory.mktemp('ni_prep')
   with warnings.catch_warnings():
     warnings.simplefilter('ignore', UserWarning)
-    summary = ni_data.prep(str(shared_dir / 'data' / 'natural_instructions'), str(out))
+    summary = _prep(shared_dir / 'data' / 'natural_instructions', out)
   return out, summary
+
+
+def _prep(data_dir, out_dir, **kwargs):
+  """prep() with its keywords, written as `t5x prep ni` writes it (all three files or none)."""
+  result = ni_data.prep(str(data_dir), **kwargs)
+  fs_utils.write_files({os.path.join(out_dir, name): lines
+                        for name, lines in ni_data.output_lines(result).items()})
+  return result
 
 
 def _lines(path):
@@ -159,7 +170,7 @@ def test_prep_of_the_shared_fixtures(shared_prep, shared_dir):
 def test_prep_caps_and_reports_missing_tasks(shared_dir, tmp_path):
   data = shared_dir / 'data' / 'natural_instructions'
   with pytest.warns(UserWarning, match=r'869 task\(s\) listed .* missing .*task547_alt'):
-    ni_data.prep(str(data), str(tmp_path / 'a'), max_train_instances=30, max_test_instances=10)
+    _prep(data, tmp_path / 'a', max_train_instances=30, max_test_instances=10)
   test = _lines(tmp_path / 'a' / 'test.jsonl')
   raw = json.loads((data / 'tasks' / f'{TEST_TASKS[0]}.json').read_text())
   assert [r['id'] for r in test if r['task_id'] == TEST_TASKS[0]] == [
@@ -167,10 +178,10 @@ def test_prep_caps_and_reports_missing_tasks(shared_dir, tmp_path):
   train = _lines(tmp_path / 'a' / 'train.jsonl')
   assert len(train) == 30
   with pytest.warns(UserWarning):
-    ni_data.prep(str(data), str(tmp_path / 'b'), max_train_instances=30, max_test_instances=10)
+    _prep(data, tmp_path / 'b', max_train_instances=30, max_test_instances=10)
   assert _lines(tmp_path / 'b' / 'train.jsonl') == train  # a seeded draw
   with pytest.raises(FileNotFoundError, match='task547_alt_translation_entk_en'):
-    ni_data.prep(str(data), str(tmp_path / 'c'), strict=True)
+    _prep(data, tmp_path / 'c', strict=True)
   assert not (tmp_path / 'c').exists()
 
 
@@ -183,7 +194,7 @@ def test_legacy_schema_preps_with_stable_ids(shared_dir, tmp_path):
   _splits(tmp_path / 'data', test=[LEGACY])
   ids = []
   for run in ('a', 'b'):
-    ni_data.prep(str(tmp_path / 'data'), str(tmp_path / run))
+    _prep(tmp_path / 'data', tmp_path / run)
     test = _lines(tmp_path / run / 'test.jsonl')
     ids.append([r['id'] for r in test])
   assert ids[0] == ids[1] == [f'{LEGACY}-{i}' for i in range(100)]
@@ -196,7 +207,7 @@ def test_missing_instances_names_file_and_field(tmp_path):
   _write_task(tmp_path / 'tasks' / 'task1_bad.json', Instances=None)
   _splits(tmp_path, test=['task1_bad'])
   with pytest.raises(ValueError, match=r'task1_bad\.json: missing field "Instances"'):
-    ni_data.prep(str(tmp_path), str(tmp_path / 'out'))
+    _prep(tmp_path, tmp_path / 'out')
   assert not (tmp_path / 'out').exists() or not os.listdir(tmp_path / 'out')
   _write_task(tmp_path / 'tasks' / 'task1_bad.json',
               Instances=[{'id': 'x', 'input': 'a', 'output': 3}])
@@ -216,10 +227,35 @@ def test_task121_is_renamed(tmp_path):
   assert task['instances'][0]['id'] == 'task121_zest_question_rewriting-0'
 
 
-def test_bundled_sample_is_the_prep_of_the_raw_sample(tmp_path):
-  ni_data.prep(str(RAW_SAMPLE), str(tmp_path))
+def test_bundled_sample_is_the_prep_of_the_raw_sample(tmp_path, capsys):
+  assert cli.main(['prep', 'ni', '--data', str(RAW_SAMPLE), '--out', str(tmp_path)]) == 0
   for name in ('train.jsonl', 'test.jsonl', 'references.jsonl'):
     assert (tmp_path / name).read_bytes() == (pathlib.Path(ni.SAMPLE_DIR) / name).read_bytes()
+  result = ni_data.prep(str(RAW_SAMPLE))
+  assert capsys.readouterr().out.startswith(
+      f"wrote {tmp_path}: {result['train']} train instances ({result['tasks']['train']} tasks), "
+      f"{result['test']} test instances")
+
+
+def test_a_failed_prep_leaves_all_three_earlier_files(tmp_path, monkeypatch, capsys):
+  assert cli.main(['prep', 'ni', '--data', str(RAW_SAMPLE), '--out', str(tmp_path)]) == 0
+  before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+  synced = []
+  real_fsync = os.fsync
+
+  def full_at_the_third_file(fd):  # train and test are written whole, then the disk fills
+    synced.append(fd)
+    if len(synced) == 3:
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real_fsync(fd)
+
+  monkeypatch.setattr(fs_utils.os, 'fsync', full_at_the_third_file)
+  capsys.readouterr()
+  assert cli.main(['prep', 'ni', '--data', str(RAW_SAMPLE), '--out', str(tmp_path),
+                   '--max_test_instances', '1']) == 2
+  assert capsys.readouterr().err.strip().endswith(
+      f"{tmp_path / 'references.jsonl'}: No space left on device")
+  assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temporaries
 
 
 # ---------------------------------------------------------------------------------------------

@@ -71,6 +71,7 @@ def quickstart_2x2(tmp_path_factory):
   return _plan(tmp_path_factory.mktemp('plan'), '--mesh', '2x2', '--device_memory_gib', '0.001')
 
 
+@pytest.mark.slow
 def test_parameter_and_optimizer_bytes_match_hand_count(quickstart_2x2):
   proc, report = quickstart_2x2
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -86,6 +87,7 @@ def test_parameter_and_optimizer_bytes_match_hand_count(quickstart_2x2):
   assert per['batch'] == 16 * BATCH_BYTES_PER_ROW  # 32 rows over a data axis of 2
 
 
+@pytest.mark.slow
 def test_compiled_memory_analysis_is_reported(quickstart_2x2):
   proc, report = quickstart_2x2
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -103,6 +105,7 @@ def test_compiled_memory_analysis_is_reported(quickstart_2x2):
   assert 'temporaries' in proc.stdout and 'computed' in proc.stdout
 
 
+@pytest.mark.slow
 def test_tiny_device_memory_does_not_fit(quickstart_2x2):
   proc, report = quickstart_2x2
   assert report['fits'] is False
@@ -110,6 +113,7 @@ def test_tiny_device_memory_does_not_fit(quickstart_2x2):
   assert 'does not fit in 0.001 GiB' in proc.stdout
 
 
+@pytest.mark.slow
 def test_factored_state_estimate_fits_large_memory(tmp_path):
   """Wider layers make Adafactor factor its second moments (replicated row/column
   statistics); --no-compile gives an estimated total; 100 GiB fits."""
@@ -128,6 +132,7 @@ def test_factored_state_estimate_fits_large_memory(tmp_path):
   assert report['fits'] is True and 'fits in 100 GiB' in proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('mesh, numbers', [
     ('3x2', ['BATCH_SIZE=32', 'data axis of size 3', '30 and 33']),  # 32 rows, 3 data shards
     ('2x3', ['does not divide', 'size 3', 'num_partitions']),  # 4 heads, 64 joined_kv over 3

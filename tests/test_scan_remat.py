@@ -13,8 +13,10 @@ import pytest
 
 import hf_models
 import train_helpers
-from t5x import (api, checkpoints, cli, converters, decoding, model_config,
-                        partitioning, trainer)
+from t5x import (api, checkpoints, decoding, model_config, partitioning, scan_layout,
+                 trainer)
+from t5x.conversion import converters
+from t5x_cli import main as cli
 from t5x.examples.t5.network import T5Config, Transformer
 
 TOL = 1e-5
@@ -60,12 +62,12 @@ def test_training_equals_plain_model(plain_run, variant):
   init, plain_losses, plain_final = plain_run
   model = train_helpers.tiny_model(**VARIANTS[variant])
   cfg = model.config
-  losses, final = _train(model, model_config.params_for_config(init, cfg))
+  losses, final = _train(model, scan_layout.params_for_config(init, cfg))
   loss_diff = float(np.max(np.abs(losses - plain_losses)))
-  back = model_config.unscan_params(final, cfg.param_scan_axis)
+  back = scan_layout.unscan_params(final, cfg.param_scan_axis)
   param_diff = _max_diff(back, plain_final)
   print(f'{variant}: losses max |diff| {loss_diff:.2e}, params max |diff| {param_diff:.2e}')
-  assert model_config.is_scanned(final) == cfg.scan_layers
+  assert scan_layout.is_scanned(final) == cfg.scan_layers
   assert loss_diff <= TOL and param_diff <= TOL
   # The steps moved the parameters, so equal parameters mean equal updates.
   assert _max_diff(plain_final, init) > 1e-3
@@ -74,7 +76,7 @@ def test_training_equals_plain_model(plain_run, variant):
 def test_scanned_dropout_runs_and_differs_per_layer():
   cfg = train_helpers.tiny_config(scan_layers=True, dropout_rate=0.5)
   module = Transformer(cfg)
-  params = model_config.scan_params(jax.device_get(
+  params = scan_layout.scan_params(jax.device_get(
       Transformer(train_helpers.tiny_config()).init(
           jax.random.PRNGKey(0), jnp.ones((1, 1), jnp.int32), jnp.ones((1, 1), jnp.int32),
           enable_dropout=False)['params']))
@@ -100,8 +102,8 @@ def test_layout_round_trip_is_exact_and_matches_the_scanned_init():
   plain_cfg = train_helpers.tiny_config()
   scan_cfg = train_helpers.tiny_config(scan_layers=True)
   params = jax.device_get(train_helpers.tiny_model().init_params(jax.random.PRNGKey(0)))
-  scanned = model_config.scan_params(params)
-  back = model_config.unscan_params(scanned)
+  scanned = scan_layout.scan_params(params)
+  back = scan_layout.unscan_params(scanned)
   flat, flat_back = model_config.flatten(params), model_config.flatten(back)
   assert set(flat) == set(flat_back)
   for key in flat:
@@ -112,14 +114,14 @@ def test_layout_round_trip_is_exact_and_matches_the_scanned_init():
   axes = model_config.param_axes(scan_cfg)
   assert axes['encoder/layers/attention/query/kernel'] == ('embed', 'layers', 'joined_kv')
   assert axes['decoder/layers/pre_mlp_layer_norm/scale'] == ('embed', 'layers')
-  boxed = model_config.scan_params(model_config.abstract_variables(plain_cfg))
+  boxed = scan_layout.scan_params(model_config.abstract_variables(plain_cfg))
   assert {k: tuple(v.names) for k, v in model_config.flatten(boxed).items()} == axes
   assert model_config.count_params(scan_cfg) == model_config.count_params(plain_cfg)
   # infer_config reads either layout; the stacked one says scan_layers.
   assert model_config.infer_config(scanned, dropout_rate=0.0) == scan_cfg
   assert model_config.infer_config(params, dropout_rate=0.0) == plain_cfg
   # jax leaves convert too, keeping their type.
-  as_jax = model_config.scan_params(jax.tree_util.tree_map(jnp.asarray, params))
+  as_jax = scan_layout.scan_params(jax.tree_util.tree_map(jnp.asarray, params))
   assert isinstance(as_jax['encoder']['layers']['mlp']['wo']['kernel'], jax.Array)
   assert _max_diff(as_jax, scanned) == 0.0
 
@@ -128,7 +130,7 @@ def test_scanned_logits_and_greedy_decode_equal_plain(tmp_path):
   plain_cfg = train_helpers.tiny_config()
   scan_cfg = train_helpers.tiny_config(scan_layers=True, remat_policy='minimal')
   params = jax.device_get(train_helpers.tiny_model().init_params(jax.random.PRNGKey(4)))
-  scanned = model_config.scan_params(params)
+  scanned = scan_layout.scan_params(params)
   batch = train_helpers.numpy_batch(5)
   logits = lambda cfg, p: np.asarray(Transformer(cfg).apply(
       {'params': p}, batch['encoder_input_tokens'], batch['decoder_input_tokens'],
@@ -146,9 +148,9 @@ def test_scanned_logits_and_greedy_decode_equal_plain(tmp_path):
   # ... and a scanned MODEL_DIR loads in the plain layout for inference.
   converters.write_model_dir(str(tmp_path / 'scanned'), params, scan_cfg)
   stored = checkpoints.restore_target(checkpoints.latest(str(tmp_path / 'scanned')))
-  assert model_config.is_scanned(stored)
+  assert scan_layout.is_scanned(stored)
   loaded = api.load(str(tmp_path / 'scanned'))
-  assert not loaded.config.scan_layers and not model_config.is_scanned(loaded.params)
+  assert not loaded.config.scan_layers and not scan_layout.is_scanned(loaded.params)
   loaded_tokens = np.asarray(decoding.generate(
       Transformer(loaded.config), loaded.params, enc, options)[0])
   np.testing.assert_array_equal(loaded_tokens, plain_tokens)
@@ -166,8 +168,8 @@ def test_initial_checkpoint_is_delivered_in_the_model_layout(tmp_path):
       model = train_helpers.tiny_model(scan_layers=scan)
       tr = trainer.Trainer(model, partitioning.PjitPartitioner(1))
       got = train.load_initial_params(str(tmp_path / source), tr)
-      assert model_config.is_scanned(got) == scan, (source, scan)
-      assert _max_diff(model_config.unscan_params(got), params) == 0.0, (source, scan)
+      assert scan_layout.is_scanned(got) == scan, (source, scan)
+      assert _max_diff(scan_layout.unscan_params(got), params) == 0.0, (source, scan)
 
 
 def test_export_hf_of_a_scanned_model_dir(tmp_path):
@@ -176,7 +178,7 @@ def test_export_hf_of_a_scanned_model_dir(tmp_path):
   assert cli.main(['import-hf', str(tmp_path / 'hf'), str(tmp_path / 'model'),
                    '--scan_layers']) == 0
   assert 'scan_layers = True' in (tmp_path / 'model' / 'model.gin').read_text()
-  assert model_config.is_scanned(checkpoints.restore_target(
+  assert scan_layout.is_scanned(checkpoints.restore_target(
       checkpoints.latest(str(tmp_path / 'model'))))
   report = converters.export_hf(str(tmp_path / 'model'), str(tmp_path / 'back'))
   import transformers
@@ -196,6 +198,7 @@ def test_bad_remat_policy_names_the_field_and_the_choices():
     T5Config(param_scan_axis=2)
 
 
+@pytest.mark.slow
 def test_scanned_run_resumes_exactly_and_loads_for_inference(tmp_path):
   from t5x import train
   from t5x import utils
@@ -213,8 +216,8 @@ def test_scanned_run_resumes_exactly_and_loads_for_inference(tmp_path):
   whole = jax.device_get(run(tmp_path / 'whole', 4).params)
   run(tmp_path / 'resumed', 2)  # the per-layer optimizer state goes through a checkpoint
   resumed = jax.device_get(run(tmp_path / 'resumed', 4).params)
-  assert model_config.is_scanned(whole)
+  assert scan_layout.is_scanned(whole)
   assert _max_diff(whole, resumed) == 0.0
   loaded = api.load(str(tmp_path / 'whole'))
   assert not loaded.config.scan_layers and loaded.config.remat_policy == 'none'
-  assert _max_diff(loaded.params, model_config.unscan_params(whole)) == 0.0
+  assert _max_diff(loaded.params, scan_layout.unscan_params(whole)) == 0.0

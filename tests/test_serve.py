@@ -17,7 +17,7 @@ from t5x.conversion import converters
 from t5x import fs_utils
 from t5x_cli import copoet_app as serve
 from t5x.serving import batched_sampler as serving
-from t5x_tasks import copoet_metrics, copoet_scoring, copoet_sessions, jsonl
+from t5x_tasks import copoet_metrics, copoet_scoring, copoet_sessions
 
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 import serve_load  # noqa: E402
@@ -331,32 +331,41 @@ def test_poems_refuse_bad_input(served, change, message):
 def test_a_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
   uid = str(uuid.uuid4())
   content = copoet_sessions.record(_session(uid), model='m', saved_at='t0')
-  path = copoet_sessions.save(str(tmp_path), content)
+  path = serve.save_session(str(tmp_path), content)
   before = open(path).read()
 
   def crash(src, dst):  # dies after writing the new text, before the rename
     assert open(src).read().startswith('{') and 'changed' in open(src).read()
     raise OSError('power cut')
 
-  monkeypatch.setattr(jsonl.os, 'replace', crash)
+  monkeypatch.setattr(fs_utils.os, 'replace', crash)
   with pytest.raises(OSError, match='power cut'):
-    copoet_sessions.save(str(tmp_path), dict(content, poemtitle='changed'))
+    serve.save_session(str(tmp_path), dict(content, poemtitle='changed'))
   monkeypatch.undo()
   assert open(path).read() == before and json.loads(before)['poemtitle'] == 'Night Fire'
   assert [p.name for p in tmp_path.iterdir()] == [f'{uid}.json']  # no temporary left
 
 
 def test_write_atomic_leaves_no_torn_file(tmp_path, monkeypatch):
-  from etils import epath
   target = tmp_path / 'x.txt'
   fs_utils.write_atomic(str(target), 'old')
-  real = epath.Path.write_text
 
-  def torn(self, text, *a, **k):
-    real(self, text[:2], *a, **k)
-    raise OSError('disk full')
+  class Torn:  # writes the first two characters, then the disk is full
+    def __init__(self, f):
+      self.f = f
 
-  monkeypatch.setattr(epath.Path, 'write_text', torn)
+    def write(self, text):
+      self.f.write(text[:2])
+      self.f.flush()
+      raise OSError('disk full')
+
+    def __enter__(self):
+      return self
+
+    def __exit__(self, *exc):
+      self.f.close()
+
+  monkeypatch.setattr(fs_utils, 'open', lambda *a, **k: Torn(open(*a, **k)), raising=False)
   with pytest.raises(OSError, match='disk full'):
     fs_utils.write_atomic(str(target), 'new text')
   assert target.read_text() == 'old' and [p.name for p in tmp_path.iterdir()] == ['x.txt']

@@ -25,7 +25,6 @@ from t5x import fs_utils
 from t5x.serving import http_guard
 from t5x_cli import copoet_app as serve
 from t5x.serving import batched_sampler as serving
-from t5x_tasks import copoet_sessions, jsonl
 
 
 class StubSampler:
@@ -340,7 +339,7 @@ def test_saved_sessions_are_strict_json(client, tmp_path):
   text = (tmp_path / 'logs' / f"{body['uid']}.json").read_text()
   json.loads(text, parse_constant=lambda token: pytest.fail(f'{token} in a session file'))
   with pytest.raises(ValueError, match='Out of range float values are not JSON compliant'):
-    copoet_sessions.save(str(tmp_path), dict(json.loads(text), latency=float('nan')))
+    serve.save_session(str(tmp_path), dict(json.loads(text), latency=float('nan')))
 
 
 def test_a_full_log_folder_answers_503_and_keeps_the_previous_file(client, tmp_path,
@@ -356,8 +355,8 @@ def test_a_full_log_folder_answers_503_and_keeps_the_previous_file(client, tmp_p
   def refuse_cleanup(path):  # the cleanup fails too: the first error must still win
     raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
 
-  monkeypatch.setattr(jsonl.os, 'replace', full)
-  monkeypatch.setattr(jsonl.os, 'remove', refuse_cleanup)
+  monkeypatch.setattr(fs_utils.os, 'replace', full)
+  monkeypatch.setattr(fs_utils.os, 'remove', refuse_cleanup)
   reply = _post_raw(client, dict(body, title='changed'))
   monkeypatch.undo()
   assert reply.status_code == 503
@@ -380,16 +379,14 @@ def test_a_log_folder_that_is_a_file_answers_503(stub, tmp_path):
 
 
 def test_cleanup_failures_never_hide_the_first_error(tmp_path, monkeypatch):
-  from etils import epath
-
-  def full(self, data, *args, **kwargs):
+  def full(fd):  # the disk fills up as the data is synced
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-  def refuse_cleanup(self, *args, **kwargs):
+  def refuse_cleanup(path):
     raise PermissionError(errno.EACCES, 'Permission denied')
 
-  monkeypatch.setattr(epath.Path, 'write_text', full)
-  monkeypatch.setattr(epath.Path, 'unlink', refuse_cleanup)
+  monkeypatch.setattr(fs_utils.os, 'fsync', full)
+  monkeypatch.setattr(fs_utils.os, 'remove', refuse_cleanup)
   with pytest.raises(OSError) as e:
     fs_utils.write_atomic(str(tmp_path / 'x.txt'), 'text')
   assert e.value.errno == errno.ENOSPC
@@ -417,6 +414,7 @@ print(json.dumps({{'replies': replies, 'left': os.listdir(folder)}}))
 '''
 
 
+@pytest.mark.slow
 def test_a_full_then_read_only_tmpfs_answers_503(tmp_path):
   """The real faults: a 64 KB tmpfs filled up, then remounted read-only (in a user and
   mount namespace, so no privileges are needed where unshare is allowed)."""

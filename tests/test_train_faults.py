@@ -143,6 +143,7 @@ def _truncate_arrays(checkpoint):
   largest.write_bytes(largest.read_bytes()[: largest.stat().st_size // 2])
 
 
+@pytest.mark.slow
 def test_damaged_newest_checkpoint_is_moved_aside_and_the_step_saved_again(tmp_path, caplog):
   _run(tmp_path, 6)
   _truncate_arrays(tmp_path / 'checkpoint_6')
@@ -191,6 +192,7 @@ def _wait_for_save_threads():
     time.sleep(0.01)
 
 
+@pytest.mark.slow
 def test_simulated_full_disk_stops_the_run_at_the_next_step(tmp_path, monkeypatch):
   from orbax.checkpoint._src.serialization import serialization
   real_write = serialization.async_serialize_from_host
@@ -241,6 +243,7 @@ def _mount_prefix():
   return None
 
 
+@pytest.mark.slow
 def test_full_tmpfs_fails_the_cli_with_one_error_line(tmp_path):
   prefix = _mount_prefix()
   if prefix is None:
@@ -333,6 +336,7 @@ def test_event_file_write_error_is_raised_not_a_hang(tmp_path):
   assert name.startswith('train/events.out.tfevents.') and reason == 'No space left on device'
 
 
+@pytest.mark.slow
 def test_full_tmpfs_metrics_write_names_its_file(tmp_path):
   prefix = _mount_prefix()
   if prefix is None:
@@ -350,6 +354,7 @@ def test_full_tmpfs_metrics_write_names_its_file(tmp_path):
 
 # ------------------------------------------------------------------- 3. kills and records
 
+@pytest.mark.slow
 def test_records_after_kills_equal_an_uninterrupted_run(tmp_path):
   whole, killed = tmp_path / 'whole', tmp_path / 'killed'
   proc = _tiny_cli(whole, tmp_path)

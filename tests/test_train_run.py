@@ -3,6 +3,8 @@ fall-back, NaN handling, and the errors a user meets first."""
 import json
 import os
 import pathlib
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import jax
 import numpy as np
 import pytest
 
+import jobs
 import train_helpers
 import t5x
 from t5x import checkpoints
@@ -73,22 +76,28 @@ def _resume_cmd(model_dir):
                 '--gin.BATCH_SIZE=16', '--gin.train_script.train.train_eval_dataset_cfg=None']
 
 
+@pytest.mark.slow
 def test_sigkill_and_restart_gives_bit_identical_parameters(tmp_path):
   whole, resumed = tmp_path / 'whole', tmp_path / 'resumed'
-  subprocess.run(_resume_cmd(whole), cwd=ROOT, env=ENV, check=True, capture_output=True,
-                 timeout=600)
-  proc = subprocess.Popen(_resume_cmd(resumed), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
-  deadline = time.time() + 300
-  while not (resumed / 'checkpoint_20' / 'commit_success.txt').exists():
-    assert proc.poll() is None and time.time() < deadline, 'run ended before its checkpoint'
-    time.sleep(0.01)
-  os.kill(proc.pid, signal.SIGKILL)
-  proc.wait()
-  killed_at = checkpoints.steps(str(resumed))[-1]
-  assert 20 <= killed_at < 100, killed_at
-  subprocess.run(_resume_cmd(resumed), cwd=ROOT, env=ENV, check=True, capture_output=True,
-                 timeout=600)
+
+  def kill_and_resume():
+    proc = jobs.popen(_resume_cmd(resumed), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                      stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (resumed / 'checkpoint_20' / 'commit_success.txt').exists():
+      assert proc.poll() is None and time.time() < deadline, 'run ended before its checkpoint'
+      time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    jobs.communicate(proc, timeout=60)
+    killed_at = checkpoints.steps(str(resumed))[-1]
+    assert 20 <= killed_at < 100, killed_at
+    subprocess.run(_resume_cmd(resumed), cwd=ROOT, env=ENV, check=True, capture_output=True,
+                   timeout=600)
+
+  # The uninterrupted run is independent of the other: both run at once.
+  jobs.concurrently(lambda: subprocess.run(_resume_cmd(whole), cwd=ROOT, env=ENV, check=True,
+                                           capture_output=True, timeout=600),
+                    kill_and_resume)
   a = model_config.flatten(checkpoints.restore_target(str(whole / 'checkpoint_100')))
   b = model_config.flatten(checkpoints.restore_target(str(resumed / 'checkpoint_100')))
   assert a.keys() == b.keys()
@@ -108,8 +117,16 @@ def _run(model_dir, model=None, steps=6, **kw):
       show_progress=False, stats_period=1, **kw)
 
 
-def test_unreadable_newest_checkpoint_falls_back_with_a_warning(tmp_path, caplog):
-  _run(tmp_path)
+@pytest.fixture(scope='module')
+def six_steps(tmp_path_factory) -> pathlib.Path:
+  """MODEL_DIR of one 6-step numpy run (checkpoints 2, 4, 6), for tests that only read it."""
+  model_dir = tmp_path_factory.mktemp('six_steps') / 'model'
+  _run(model_dir)
+  return model_dir
+
+
+def test_unreadable_newest_checkpoint_falls_back_with_a_warning(six_steps, tmp_path, caplog):
+  tmp_path = shutil.copytree(six_steps, tmp_path / 'model')  # damaged below: a copy
   assert checkpoints.steps(str(tmp_path)) == [2, 4, 6]
   newest = tmp_path / 'checkpoint_6'
   damaged = [p for p in (newest / 'target').rglob('*') if p.is_file() and p.stat().st_size > 0]
@@ -227,19 +244,18 @@ def _assert_same_params(state, expected):
     np.testing.assert_array_equal(got[key], np.asarray(want[key], np.float32))
 
 
-def test_initial_checkpoint_from_each_format(tmp_path, shared_dir):
+def test_initial_checkpoint_from_each_format(six_steps, tmp_path, shared_dir):
   # Our own MODEL_DIR (a finished run) ...
-  _run(tmp_path / 'ours')
-  ours = checkpoints.restore_target(str(tmp_path / 'ours' / 'checkpoint_6'))
-  _assert_same_params(_start_from(str(tmp_path / 'ours'), tmp_path / 'a', train_helpers.tiny_model()),
+  ours = checkpoints.restore_target(str(six_steps / 'checkpoint_6'))
+  _assert_same_params(_start_from(str(six_steps), tmp_path / 'a', train_helpers.tiny_model()),
                       ours)
   # (read shard by shard into the mesh: the formats match, so no host-side copy)
   t = trainer.Trainer(train_helpers.tiny_model(), partitioning.PjitPartitioner())
-  sharded = train._restore_initial_sharded(str(tmp_path / 'ours'), t)
+  sharded = train._restore_initial_sharded(str(six_steps), t)
   assert sharded is not None
   _assert_same_params(trainer.TrainState(step=0, params=sharded, opt_state=None), ours)
   other = trainer.Trainer(train_helpers.tiny_model(emb_dim=16), partitioning.PjitPartitioner())
-  assert train._restore_initial_sharded(str(tmp_path / 'ours'), other) is None
+  assert train._restore_initial_sharded(str(six_steps), other) is None
   # ... a legacy T5X checkpoint (T5X's own tiny test checkpoint) ...
   fixture = shared_dir / 'fixtures' / 't5x' / 'test_t5_tiny.checkpoint_0'
   tiny = train_helpers.models.EncoderDecoderModel(train_helpers.Transformer(
@@ -248,20 +264,19 @@ def test_initial_checkpoint_from_each_format(tmp_path, shared_dir):
                       t5x.load(str(fixture)).params)
   # ... and a Hugging Face folder.
   from t5x.conversion import converters
-  converters.export_hf(str(tmp_path / 'ours'), str(tmp_path / 'hf'))
+  converters.export_hf(str(six_steps), str(tmp_path / 'hf'))
   _assert_same_params(_start_from(str(tmp_path / 'hf'), tmp_path / 'c', train_helpers.tiny_model()),
                       ours)
 
 
-def test_model_dir_checkpoint_wins_over_initial_checkpoint(tmp_path):
-  _run(tmp_path / 'init')
+def test_model_dir_checkpoint_wins_over_initial_checkpoint(six_steps, tmp_path):
   _run(tmp_path / 'run', steps=2)
-  resumed = _start_from(str(tmp_path / 'init'), tmp_path / 'run', train_helpers.tiny_model())
+  resumed = _start_from(str(six_steps), tmp_path / 'run', train_helpers.tiny_model())
   assert int(resumed.step) == 2
   _assert_same_params(resumed, checkpoints.restore_target(str(tmp_path / 'run' / 'checkpoint_2')))
 
 
-def test_initial_checkpoint_of_another_shape_names_the_parameter(tmp_path):
-  _run(tmp_path / 'init')
-  with pytest.raises(ValueError, match=r"init: parameter 'decoder/decoder_norm/scale' has shape \(32,\), expected \(16,\)"):
-    _start_from(str(tmp_path / 'init'), tmp_path / 'x', train_helpers.tiny_model(emb_dim=16))
+def test_initial_checkpoint_of_another_shape_names_the_parameter(six_steps, tmp_path):
+  message = f"{six_steps}: parameter 'decoder/decoder_norm/scale' has shape (32,), expected (16,)"
+  with pytest.raises(ValueError, match=re.escape(message)):
+    _start_from(str(six_steps), tmp_path / 'x', train_helpers.tiny_model(emb_dim=16))

@@ -1,7 +1,6 @@
 """The train step: microbatching, partitioning on 8 simulated devices, schedules, losses."""
 import json
 import os
-import subprocess
 import sys
 
 import jax
@@ -9,11 +8,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jobs
 import train_helpers
 from t5x import losses
 from t5x import optimizers
 from t5x import partitioning
 from t5x import trainer
+
+from conftest import ENV
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -37,11 +39,12 @@ def test_microbatched_gradients_equal_full_batch():
   assert max(float(jnp.abs(g).max()) for g in jax.tree_util.tree_leaves(g1)) > 1e-3
 
 
-@pytest.fixture(scope='module')
-def eight_device_run():
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu')
-  proc = subprocess.run([sys.executable, os.path.join(HERE, 'partition_worker.py')], env=env,
-                        capture_output=True, text=True, timeout=600)
+@jobs.fixture(scope='module')
+def eight_device_run(_folder):
+  """The results of partition_worker.py: one process with 8 simulated CPU devices."""
+  env = dict(ENV, XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  proc = jobs.run([sys.executable, os.path.join(HERE, 'partition_worker.py')], env=env,
+                  timeout=600)
   lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
   assert proc.returncode == 0 and lines, proc.stderr[-3000:]
   return json.loads(lines[-1][len('RESULT '):])

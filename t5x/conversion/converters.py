@@ -7,20 +7,20 @@ folder appears only once it is whole.
 """
 import dataclasses
 import os
-import shutil
 from typing import Optional
 
 import numpy as np
 
 from t5x import checkpoints
 from t5x import fs_utils
-from t5x.conversion import hf_convert
-from t5x.conversion import legacy_t5x
+from t5x import gin_utils
+from t5x import loader
 from t5x import model_config
+from t5x import scan_layout
+from t5x.conversion import hf_convert
+from t5x.conversion import hf_export
+from t5x.conversion import legacy_t5x
 from t5x.examples.t5.network import T5Config
-
-VOCAB_FILE = 'spiece.model'
-MODEL_GIN = 'model.gin'
 
 
 def write_model_dir(model_dir: str, params: dict, cfg: T5Config,
@@ -30,15 +30,16 @@ def write_model_dir(model_dir: str, params: dict, cfg: T5Config,
   `params` may come in either layout; they are written in `cfg`'s (scanned when
   `cfg.scan_layers`), so that the checkpoint matches its model.gin.
   """
-  params = model_config.params_for_config(params, cfg)
-  params = cast_params(params, np.dtype(cfg.param_dtype))
+  params = scan_layout.params_for_config(params, cfg)
+  params = loader.cast_params(params, np.dtype(cfg.param_dtype))
   with fs_utils.staging_dir(model_dir) as tmp:
     checkpoints.save(tmp, 0, params, {'step': np.int32(0)})
     if vocab_path:
-      shutil.copyfile(vocab_path, os.path.join(tmp, VOCAB_FILE))
-    final_vocab = os.path.join(os.path.abspath(model_dir), VOCAB_FILE) if vocab_path else None
-    with open(os.path.join(tmp, MODEL_GIN), 'w') as f:
-      f.write(model_config.config_to_gin(cfg, final_vocab))
+      fs_utils.copy_file(vocab_path, os.path.join(tmp, loader.VOCAB_FILE))
+    final_vocab = (os.path.join(os.path.abspath(model_dir), loader.VOCAB_FILE) if vocab_path
+                   else None)
+    fs_utils.write_atomic(os.path.join(tmp, loader.MODEL_GIN),
+                          gin_utils.config_to_gin(cfg, final_vocab))
   return model_dir
 
 
@@ -47,7 +48,7 @@ def import_hf(hf_dir: str, model_dir: str, scan_layers: bool = False) -> str:
   cfg, _ = hf_convert.read_hf_config(hf_dir)
   params = hf_convert.params_from_state_dict(
       hf_convert.read_hf_weights(hf_dir), cfg, hf_dir)
-  vocab = os.path.join(hf_dir, VOCAB_FILE)
+  vocab = os.path.join(hf_dir, loader.VOCAB_FILE)
   cfg = dataclasses.replace(cfg, scan_layers=scan_layers)
   return write_model_dir(model_dir, params, cfg, vocab if os.path.isfile(vocab) else None)
 
@@ -60,7 +61,7 @@ def import_t5x(checkpoint: str, model_dir: str, scan_layers: Optional[bool] = No
   """
   params = legacy_t5x.read_params(checkpoint)
   cfg = model_config.infer_config(params)
-  check_shapes(params, cfg, legacy_t5x.checkpoint_file(checkpoint))
+  loader.check_shapes(params, cfg, legacy_t5x.checkpoint_file(checkpoint))
   if scan_layers is not None:
     cfg = dataclasses.replace(cfg, scan_layers=scan_layers)
   return write_model_dir(model_dir, params, cfg)
@@ -69,14 +70,13 @@ def import_t5x(checkpoint: str, model_dir: str, scan_layers: Optional[bool] = No
 def merge_lora(model_dir: str, out_dir: str) -> str:
   """LoRA MODEL_DIR (or one checkpoint of it) -> plain MODEL_DIR with W + (alpha/r) * A @ B.
 
-  `api.load` does the folding (rank and targets from the shapes, `lora_alpha` from the
+  `loader.load` does the folding (rank and targets from the shapes, `lora_alpha` from the
   folder's model.gin or config.gin); the result has lora_rank = 0 in its model.gin.
   """
-  from t5x import api  # api imports this module
   if not (checkpoints.is_checkpoint(model_dir) or checkpoints.latest(model_dir)):
     raise FileNotFoundError(f'{model_dir}: no checkpoint_<step>/ folder; merge-lora takes a '
                             'MODEL_DIR written by `t5x train` or one checkpoint of it.')
-  model = api.load(model_dir)
+  model = loader.load(model_dir)
   if not model.merged_lora_rank:
     raise ValueError(f'{model.source} holds no LoRA adapters (no lora_a/lora_b parameters); '
                      'it is a plain model already.')
@@ -85,25 +85,4 @@ def merge_lora(model_dir: str, out_dir: str) -> str:
 
 def export_hf(model_dir: str, out_dir: str, verify: bool = True, force: bool = False) -> dict:
   """MODEL_DIR (or one checkpoint of it) -> a verified folder transformers loads."""
-  from t5x.conversion import hf_export  # it imports api, which imports this module
   return hf_export.export(model_dir, out_dir, verify=verify, force=force)
-
-
-def check_shapes(params: dict, cfg: T5Config, where: str) -> None:
-  """Every parameter `cfg` needs is present with its shape, and nothing else is."""
-  want = model_config.param_shapes(cfg)
-  have = {k: tuple(np.shape(v)) for k, v in model_config.flatten(params).items()}
-  for key, shape in want.items():
-    if key not in have:
-      raise ValueError(f'{where}: parameter {key!r} is missing (expected shape {shape}).')
-    if have[key] != shape:
-      raise ValueError(f'{where}: parameter {key!r} has shape {have[key]}, expected {shape}.')
-  extra = sorted(set(have) - set(want))
-  if extra:
-    raise ValueError(f'{where}: unexpected parameters {extra[:5]}; not a T5 encoder-decoder.')
-
-
-def cast_params(params: dict, dtype: np.dtype) -> dict:
-  """Parameters in the training dtype; bf16 -> fp32 is exact, so round trips stay exact."""
-  import jax
-  return jax.tree_util.tree_map(lambda x: np.asarray(x).astype(dtype), params)

@@ -10,10 +10,11 @@ import pickle
 import re
 from typing import Any, Iterator
 
+import ml_dtypes
 import numpy as np
 
+from t5x import fs_utils
 from t5x import model_config
-from t5x_tasks import jsonl
 from t5x.examples.t5.network import T5Config
 
 _HF_MODEL_TYPES = ('t5', 'mt5')
@@ -200,13 +201,29 @@ def read_hf_config(hf_dir: str) -> tuple[T5Config, dict]:
   path = os.path.join(hf_dir, 'config.json')
   if not os.path.isfile(path):
     raise ConversionError(f'{hf_dir}: no config.json; this is not a Hugging Face model folder.')
-  try:
-    raw = jsonl.load_json(path)
-  except ValueError as e:
-    raise ConversionError(str(e)) from None
+  raw = _load_json(path)
   if not isinstance(raw, dict):
     raise ConversionError(f'{path}: expected a JSON object, got {type(raw).__name__}.')
   return config_from_hf(raw, path), raw
+
+
+def _load_json(path: str) -> Any:
+  """One JSON document (a leading UTF-8 byte-order mark allowed); ConversionError naming
+  `path:line` for bytes that are not UTF-8 or text that is not JSON."""
+  with open(path, 'rb') as f:
+    blob = f.read().removeprefix(b'\xef\xbb\xbf')
+  try:
+    text = blob.decode('utf-8')
+  except UnicodeDecodeError as e:
+    line = blob.count(b'\n', 0, e.start) + 1
+    column = e.start - (blob.rfind(b'\n', 0, e.start) + 1) + 1
+    raise ConversionError(f'{path}:{line}: not valid UTF-8 (byte {column} of the line: '
+                          f'{e.reason}); re-save the file as UTF-8.') from None
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError as e:
+    raise ConversionError(f'{path}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno}).'
+                          ) from None
 
 
 def read_hf_weights(hf_dir: str) -> dict[str, np.ndarray]:
@@ -232,10 +249,7 @@ def read_hf_weights(hf_dir: str) -> dict[str, np.ndarray]:
 def _index_shards(path: str) -> list[str]:
   """The shard files an `*.index.json` names, each checked to lie inside its folder (an
   index must not make us read `../../etc/passwd` or an absolute path)."""
-  try:
-    index = jsonl.load_json(path)
-  except ValueError as e:
-    raise ConversionError(str(e)) from None
+  index = _load_json(path)
   weight_map = index.get('weight_map') if isinstance(index, dict) else None
   if not isinstance(weight_map, dict) or not weight_map:
     raise ConversionError(f'{path}: no "weight_map" object of tensor name -> shard file.')
@@ -285,7 +299,6 @@ def _read_shard(path: str) -> dict[str, np.ndarray]:
 def _to_numpy(t) -> np.ndarray:
   import torch
   if t.dtype == torch.bfloat16:
-    import ml_dtypes
     return t.contiguous().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
   return t.contiguous().numpy()
 
@@ -299,9 +312,10 @@ def write_hf_files(folder: str, params: dict, cfg: T5Config,
   # safetensors' numpy writer has no bfloat16; those parameters are widened exactly.
   tensors = {k: v if v.dtype in (np.float32, np.float16) else v.astype(np.float32)
              for k, v in tensors.items()}
-  with open(os.path.join(folder, 'config.json'), 'w') as f:
-    json.dump(config_to_hf(cfg), f, indent=2)
-  save_file(tensors, os.path.join(folder, 'model.safetensors'), metadata={'format': 'pt'})
+  fs_utils.write_atomic(os.path.join(folder, 'config.json'),
+                        json.dumps(config_to_hf(cfg), indent=2))
+  with fs_utils.atomic_path(os.path.join(folder, 'model.safetensors')) as temp:
+    save_file(tensors, temp, metadata={'format': 'pt'})
   if vocab_path:
     _write_tokenizer(folder, vocab_path)
 
@@ -311,15 +325,13 @@ def _write_tokenizer(out_dir: str, vocab_path: str) -> None:
   import sentencepiece as spm
   with open(vocab_path, 'rb') as f:
     blob = f.read()
-  with open(os.path.join(out_dir, 'spiece.model'), 'wb') as f:
-    f.write(blob)
+  fs_utils.write_atomic(os.path.join(out_dir, 'spiece.model'), blob)
   sp = spm.SentencePieceProcessor(model_proto=blob)
-  with open(os.path.join(out_dir, 'tokenizer_config.json'), 'w') as f:
-    json.dump({
-        'tokenizer_class': 'T5Tokenizer',
-        'eos_token': sp.id_to_piece(1) if sp.get_piece_size() > 1 else '</s>',
-        'unk_token': sp.id_to_piece(sp.unk_id()),
-        'pad_token': sp.id_to_piece(0),
-        'extra_ids': 100,
-        'model_max_length': 512,
-    }, f, indent=2)
+  fs_utils.write_atomic(os.path.join(out_dir, 'tokenizer_config.json'), json.dumps({
+      'tokenizer_class': 'T5Tokenizer',
+      'eos_token': sp.id_to_piece(1) if sp.get_piece_size() > 1 else '</s>',
+      'unk_token': sp.id_to_piece(sp.unk_id()),
+      'pad_token': sp.id_to_piece(0),
+      'extra_ids': 100,
+      'model_max_length': 512,
+  }, indent=2))

@@ -6,22 +6,29 @@ of sample prompts (token-identical to this project's decoder). Only then is it r
 into place, with generation_config.json (the recipe's decoding settings), the tokenizer
 files and a README.md model card.
 """
+import functools
 import json
 import os
 import shutil
 from typing import Any, Optional
 
+import jax
 import numpy as np
 
-from t5x import api
 from t5x import checkpoints
 from t5x import decoding
 from t5x import fs_utils
-from t5x.conversion import hf_convert
+from t5x import gin_utils
+from t5x import loader
 from t5x import model_config
+from t5x.conversion import hf_convert
 from t5x.examples.t5.network import Transformer
 
 LOGITS_ATOL = 1e-4
+# Greedy decodes of these must match transformers'; plain text any vocabulary covers
+# (the first is also the model card's usage example).
+SAMPLE_PROMPTS = ('Write a sentence about the sea.', 'Answer: what falls from clouds?',
+                  'Translate to German: the house is small.', 'summarize: a b c')
 
 
 class VerificationError(RuntimeError):
@@ -32,7 +39,7 @@ def export(model_dir: str, out_dir: str, *, verify: bool = True, force: bool = F
   """Writes and (by default) verifies the export; returns the verification figures."""
   if force and os.path.isdir(out_dir):
     shutil.rmtree(out_dir)
-  model = api.load(model_dir)
+  model = loader.load(model_dir)
   run = _run_info(model)
   report = {}
   with fs_utils.staging_dir(out_dir) as tmp:
@@ -44,7 +51,7 @@ def export(model_dir: str, out_dir: str, *, verify: bool = True, force: bool = F
   return report
 
 
-def verify_export(model: api.Model, folder: str, seed: int = 0) -> dict:
+def verify_export(model: loader.Loaded, folder: str, seed: int = 0) -> dict:
   """Loads `folder` with transformers and compares logits and greedy decodes."""
   import torch
   import transformers
@@ -58,7 +65,8 @@ def verify_export(model: api.Model, folder: str, seed: int = 0) -> dict:
     theirs = hf(input_ids=torch.tensor(enc, dtype=torch.long),
                 attention_mask=torch.tensor(enc != 0, dtype=torch.long),
                 decoder_input_ids=torch.tensor(dec, dtype=torch.long)).logits.numpy()
-  diff = float(np.abs(model.logits(enc, dec) - theirs).max())
+  logits = jax.jit(functools.partial(Transformer(model.config).apply, enable_dropout=False))
+  diff = float(np.abs(np.asarray(logits({'params': model.params}, enc, dec)) - theirs).max())
   if not diff <= LOGITS_ATOL:
     raise VerificationError(f'logits of the export differ by {diff:.2e} (> {LOGITS_ATOL})')
   prompts = _sample_prompts(model, enc)
@@ -80,34 +88,33 @@ def verify_export(model: api.Model, folder: str, seed: int = 0) -> dict:
           'greedy_identical': True}
 
 
-def _sample_prompts(model: api.Model, fallback: np.ndarray) -> np.ndarray:
+def _sample_prompts(model: loader.Loaded, fallback: np.ndarray) -> np.ndarray:
   if model.vocabulary_path:
-    return model.encode_texts(["Write a poetic sentence about 'sea'", 'Write a haiku about rain',
-                               'Translate to German: the house is small.', 'summarize: a b c'])
+    return model.encode_texts(SAMPLE_PROMPTS)
   return fallback
 
 
 def _after_eos_zeroed(tokens: np.ndarray) -> np.ndarray:
   out = tokens.copy()
   for row in out:
-    hits = np.flatnonzero(row == api.EOS_ID)
+    hits = np.flatnonzero(row == loader.EOS_ID)
     if hits.size:
       row[hits[0] + 1:] = 0
   return out
 
 
-def _run_info(model: api.Model) -> dict:
+def _run_info(model: loader.Loaded) -> dict:
   """What the MODEL_DIR's config.gin says about the run (task, base model, decoding)."""
   folder = os.path.dirname(model.source) if model.source else ''
   gin_path = os.path.join(folder, 'config.gin')
   info: dict[str, Any] = {'step': checkpoints.step_of(model.source), 'folder': folder}
   if not os.path.isfile(gin_path):
     return info
-  macros = model_config.gin_macros(gin_path)
+  macros = gin_utils.gin_macros(gin_path)
   for key in ('MIXTURE_OR_TASK_NAME', 'INITIAL_CHECKPOINT_PATH', 'TASK_FEATURE_LENGTHS'):
     if key in macros:
       info[key] = macros[key]
-  decode = model_config.gin_bindings(gin_path, 'DecodeOptions')
+  decode = gin_utils.gin_bindings(gin_path, 'DecodeOptions')
   if decode:
     info['decode_options'] = decode
   metrics = os.path.join(folder, 'metrics.jsonl')
@@ -135,11 +142,11 @@ def _write_generation_config(folder: str, decode: Optional[dict]) -> None:
                   length_penalty=float(decode.get('alpha', 0.6)))
   if decode.get('no_repeat_ngram_size'):
     config['no_repeat_ngram_size'] = int(decode['no_repeat_ngram_size'])
-  with open(os.path.join(folder, 'generation_config.json'), 'w') as f:
-    json.dump(config, f, indent=2)
+  fs_utils.write_atomic(os.path.join(folder, 'generation_config.json'),
+                        json.dumps(config, indent=2))
 
 
-def _write_model_card(folder: str, name: str, model: api.Model, run: dict,
+def _write_model_card(folder: str, name: str, model: loader.Loaded, run: dict,
                       report: dict) -> None:
   cfg = model.config
   lines = [
@@ -168,9 +175,8 @@ def _write_model_card(folder: str, name: str, model: api.Model, run: dict,
   lines += ['', '```python', 'from transformers import AutoTokenizer, T5ForConditionalGeneration',
             f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
             f'model = T5ForConditionalGeneration.from_pretrained("{name}")',
-            'inputs = tokenizer(["Write a poetic sentence about \'sea\'"], return_tensors="pt")',
+            f'inputs = tokenizer([{SAMPLE_PROMPTS[0]!r}], return_tensors="pt")',
             'print(tokenizer.batch_decode(model.generate(**inputs), skip_special_tokens=True))',
             '```', '']
-  with open(os.path.join(folder, 'README.md'), 'w') as f:
-    f.write('\n'.join(lines))
+  fs_utils.write_atomic(os.path.join(folder, 'README.md'), '\n'.join(lines))
 

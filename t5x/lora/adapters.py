@@ -70,28 +70,6 @@ def split_trainable(params: dict, cfg: T5Config) -> tuple[dict, dict]:
   return split(params) if enabled(cfg) else (params, {})
 
 
-# ----------------------------------------------------------------------------- counts
-
-def adapter_count(cfg: T5Config) -> int:
-  """Number of LoRA parameters (the trainable ones) of `cfg`'s model; 0 with LoRA off."""
-  return parameter_counts(cfg)['trainable'] if enabled(cfg) else 0
-
-
-def parameter_counts(cfg: T5Config) -> dict[str, int]:
-  """{'trainable', 'frozen', 'total'} parameter counts of `cfg`'s model, from shapes only
-  (nothing is allocated). With LoRA off every parameter is trainable.
-
-  For memory planning: gradients and optimizer state scale with 'trainable', the
-  parameters themselves with 'total'.
-  """
-  from t5x import model_config  # it imports this module
-  shapes = model_config.param_shapes(cfg)
-  adapters = sum(int(np.prod(s)) for k, s in shapes.items() if is_adapter(k))
-  total = sum(int(np.prod(s)) for s in shapes.values())
-  trainable = adapters if enabled(cfg) else total
-  return {'trainable': trainable, 'frozen': total - trainable, 'total': total}
-
-
 # ----------------------------------------------------------------------------- checkpoints
 
 def infer_fields(flat_shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:

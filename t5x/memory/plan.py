@@ -45,7 +45,11 @@ import jax.numpy as jnp
 
 from t5x import fs_utils
 from t5x import gin_utils
+from t5x import log_noise
+from t5x import train as train_script
+from t5x import trainer as trainer_lib
 from t5x.lora import adapters as lora
+from t5x import model_config
 
 GIB = 2 ** 30
 _COUNT_FLAG = '--xla_force_host_platform_device_count'
@@ -125,6 +129,7 @@ def planning_env(environ: dict, device_count: Optional[int]) -> dict:
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """The child: plan, print the table, write the JSON; exit code 2 on a config error."""
   argv = list(sys.argv[1:] if argv is None else argv)
+  log_noise.quiet_start()  # TensorFlow's import (the gin files' tasks), minus its noise
   try:
     files, bindings, paths, opts = parse_args(argv)
     report = plan(files, bindings, paths, opts)
@@ -193,8 +198,6 @@ def _simulate_devices(count: int) -> None:
 
 def build_trainer():
   """(Trainer, train DatasetConfig) exactly as the parsed `train_script.train` gets them."""
-  from t5x import train as train_script
-  from t5x import trainer as trainer_lib
   args = gin.get_bindings(train_script.train)  # references resolved: the configured objects
   missing = [k for k in ('model', 'partitioner', 'train_dataset_cfg') if k not in args]
   if missing:
@@ -405,7 +408,7 @@ def _machine() -> str:
 
 
 def _model_summary(cfg) -> dict:
-  counts = lora.parameter_counts(cfg)
+  counts = model_config.parameter_counts(cfg)
   return {
       'total_parameters': counts['total'], 'trainable_parameters': counts['trainable'],
       'emb_dim': cfg.emb_dim, 'num_heads': cfg.num_heads, 'head_dim': cfg.head_dim,

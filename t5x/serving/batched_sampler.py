@@ -29,8 +29,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from t5x import api
 from t5x import decoding
+from t5x import loader
 from t5x.examples.t5.network import Transformer
 
 MIN_ROWS = 8
@@ -94,7 +94,7 @@ class BatchedSampler:
   """Batches concurrent `submit` calls into shared decodes on one worker thread.
 
   Args:
-    model: an `api.Model` with a vocabulary.
+    model: a `loader.Loaded` model with a vocabulary.
     max_rows: rows per decode (a power of two >= MIN_ROWS); also the most rows one
       request may ask for.
     max_input_tokens: prompt length in tokens (EOS included); longer prompts are refused.
@@ -102,7 +102,7 @@ class BatchedSampler:
     seed: seed of the first decode (each decode uses the next); None draws one at random.
   """
 
-  def __init__(self, model: api.Model, *, max_rows: int = 64, max_input_tokens: int = 64,
+  def __init__(self, model: loader.Loaded, *, max_rows: int = 64, max_input_tokens: int = 64,
                max_pending: int = 256, seed: Optional[int] = None):
     check_max_rows(max_rows)
     self.model = model
@@ -122,7 +122,7 @@ class BatchedSampler:
 
   def encode(self, prompt: str) -> np.ndarray:
     """int32 [k]: the prompt's tokens plus EOS; raises InputTooLong past max_input_tokens."""
-    tokens = np.asarray(self.model.tokenizer.encode(prompt) + [api.EOS_ID], np.int32)
+    tokens = np.asarray(self.model.tokenizer.encode(prompt) + [loader.EOS_ID], np.int32)
     if len(tokens) > self.max_input_tokens:
       raise InputTooLong(f'the instruction is {len(tokens)} tokens long; the model reads at '
                          f'most {self.max_input_tokens}: shorten it')

@@ -64,7 +64,7 @@ class T5Config:
   remat_policy: str = 'none'
   # LoRA (low-rank adapters; off at rank 0): each targeted projection x@W gains
   # (lora_alpha / lora_rank) * (x@A)@B with trainable A [in, r], B [r, out] while W stays
-  # frozen (see lora.py). Targets: LORA_TARGETS ('mlp' is every MLP kernel).
+  # frozen (see t5x/lora/adapters.py). Targets: LORA_TARGETS ('mlp' is every MLP kernel).
   lora_rank: int = 0
   lora_alpha: float = 16.0
   lora_targets: Sequence[str] = ('query', 'value')
@@ -452,7 +452,7 @@ class Decoder(nn.Module):
     if decode and cfg.scan_layers:
       # decoding.generate converts a scanned model to the layer-per-module layout first.
       raise ValueError('decode=True needs T5Config.scan_layers=False; convert the parameters '
-                       'with model_config.unscan_params (decoding.generate does it for you)')
+                       'with scan_layout.unscan_params (decoding.generate does it for you)')
     dropout = nn.Dropout(cfg.dropout_rate)
     y = dropout(self.shared_embedding(decoder_input_tokens), deterministic=not enable_dropout)
     y = nn.with_logical_constraint(y, ('batch', 'length', 'embed'))

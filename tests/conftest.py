@@ -1,6 +1,7 @@
 """Shared test set-up: CPU only, quiet TensorFlow, a compilation cache that outlives the
 clone (compile_cache.py), end-to-end runs started ahead of the tests that read them
 (jobs.py), and the `slow` marker on every test that needs one of those runs."""
+import gc
 import os
 import pathlib
 import sys
@@ -29,6 +30,13 @@ def pytest_collection_modifyitems(items):
   for item in items:
     if jobs.names_needed([item]):
       item.add_marker(pytest.mark.slow)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish():
+  """After the tests only the exit is left: its garbage collections would walk the millions
+  of objects TensorFlow, torch and JAX hold (5-7 s of the inner loop); freeze them out."""
+  gc.freeze()
 
 
 @pytest.fixture(scope='session', autouse=True)

@@ -270,7 +270,9 @@ def test_initial_checkpoint_from_each_format(six_steps, tmp_path, shared_dir):
 
 
 def test_model_dir_checkpoint_wins_over_initial_checkpoint(six_steps, tmp_path):
-  _run(tmp_path / 'run', steps=2)
+  # MODEL_DIR holds checkpoint 2 only (a copy of the 6-step run's); the initial one is 6.
+  shutil.copytree(six_steps, tmp_path / 'run', ignore=shutil.ignore_patterns('checkpoint_[46]'))
+  assert checkpoints.steps(str(tmp_path / 'run')) == [2]
   resumed = _start_from(str(six_steps), tmp_path / 'run', train_helpers.tiny_model())
   assert int(resumed.step) == 2
   _assert_same_params(resumed, checkpoints.restore_target(str(tmp_path / 'run' / 'checkpoint_2')))

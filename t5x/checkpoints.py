@@ -11,6 +11,8 @@ import errno
 import logging
 import os
 import re
+import threading
+import time
 import warnings
 from typing import Any, Optional
 
@@ -224,8 +226,21 @@ class TrainCheckpointer:
     self._finish()
 
   def close(self) -> None:
-    self._finish()
-    self._manager.close()
+    try:
+      self._finish()
+    finally:
+      self._manager.close()
+      _join_save_threads()
+
+
+def _join_save_threads(timeout_s: float = 10.0) -> None:
+  """Waits (at most `timeout_s` in all) for orbax's per-save worker threads. After a failed
+  save they log their own one-line errors once the manager has already given up; joined
+  here, those lines come before the run's error instead of after it."""
+  deadline = time.monotonic() + timeout_s
+  for thread in threading.enumerate():
+    if type(thread).__name__ == '_SignalingThread' and thread is not threading.current_thread():
+      thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def describe_error(error: BaseException) -> str:

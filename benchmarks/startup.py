@@ -1,7 +1,7 @@
 """Start-up of the `t5x` command: wall time, modules loaded, and the slowest imports.
 
   python benchmarks/startup.py [--runs 3] [--json OUT]
-  python benchmarks/startup.py --tree /tmp/old --entry t5x_engine.cli:main   # an older tree
+  python benchmarks/startup.py --tree /tmp/old --entry PKG.MODULE:main   # an older tree
 
 Each command runs in a fresh interpreter `--runs` times (wall time of the whole process,
 as `/usr/bin/time -f %e` reports it), once more to count the modules it left in

@@ -13,7 +13,9 @@ Factoring follows T5X: with `logical_factor_rules`, each parameter's logical axe
 which dimensions are rows, columns or a batch (the `layers` axis of a scanned model,
 whose layers are then normalised and clipped one by one); parameters of rank 2 or less
 without a batch axis fall back to T5X's heuristic (the two largest dimensions, if the
-smaller is at least `min_dim_size_to_factor`).
+smaller is at least `min_dim_size_to_factor`). As in T5X, a parameter factored by an
+explicit rule (a scanned kernel) is factored whatever its size, so a scanned model's
+updates differ from the same model unscanned where a matrix is below that size.
 
 `adafactor(...)` is this project's older spelling (optax's own Adafactor, optax's state
 layout); MODEL_DIRs trained with it keep resuming.

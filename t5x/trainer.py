@@ -15,6 +15,7 @@ import optax
 from t5x.lora import adapters as lora
 from t5x import model_config
 from t5x import models
+from t5x import adafactor
 from t5x import optimizers
 from t5x import partitioning
 
@@ -57,14 +58,20 @@ class Trainer:
     self.learning_rate_fn = learning_rate_fn or optimizers.create_learning_rate_scheduler()
     self.num_microbatches = num_microbatches or 1
     self.skip_nonfinite_updates = skip_nonfinite_updates
-    optimizer_def = model.optimizer_def or optimizers.adafactor()
-    chain = [optax.clip_by_global_norm(max_grad_norm)] if max_grad_norm else []
-    tx = optimizer_def(self.learning_rate_fn)
-    if model.config.scan_layers:  # stacked layers are still optimized one by one
-      tx = optimizers.per_layer(tx, model.config.param_scan_axis)
-    self.tx = optax.chain(*chain, tx)
     self._boxed = jax.eval_shape(model.init_boxed_params, jax.random.PRNGKey(0))
     self.param_logical_axes = nn.get_partition_spec(self._boxed)
+    optimizer_def = model.optimizer_def or optimizers.adafactor()
+    chain = [optax.clip_by_global_norm(max_grad_norm)] if max_grad_norm else []
+    if isinstance(optimizer_def, adafactor.Adafactor):
+      # T5X's Adafactor factors by logical axes; `layers` is a batch axis to it, so
+      # stacked layers are optimized one by one without a wrapper.
+      optimizer_def.set_param_axes(self.param_logical_axes)
+      tx = optimizer_def(self.learning_rate_fn)
+    else:
+      tx = optimizer_def(self.learning_rate_fn)
+      if model.config.scan_layers:  # stacked layers are still optimized one by one
+        tx = optimizers.per_layer(tx, model.config.param_scan_axis)
+    self.tx = optax.chain(*chain, tx)
     abstract_params = nn.unbox(self._boxed)
     boxed = model_config.flatten(self._boxed)
     partitioner.check_divisible({k: v.value.shape for k, v in boxed.items()},
@@ -213,10 +220,13 @@ def _optimizer_shardings(abstract_opt, abstract_params, param_shardings, replica
 
   def pick(path, leaf):
     keys = _dict_keys(path)
-    for start in range(len(keys)):
-      suffix = keys[start:]
-      if suffix in by_path and by_path[suffix] == leaf.shape:
-        return shard_by_path[suffix]
+    # optax's states hold a parameter's path at their end; T5X's Adafactor adds the slot
+    # name after it (.../kernel/v).
+    for end in (len(keys), len(keys) - 1):
+      for start in range(end):
+        suffix = keys[start:end]
+        if suffix in by_path and by_path[suffix] == leaf.shape:
+          return shard_by_path[suffix]
     return replicated
 
   return jax.tree_util.tree_map_with_path(pick, abstract_opt)

@@ -204,17 +204,11 @@ def test_trainer_uses_it_and_resumes_bit_for_bit(tmp_path):
   it trains bit for bit as optax's Adafactor does; a scanned run resumed from its step-2
   checkpoint ends bit for bit as the whole run."""
   import train_helpers
-  from t5x import optimizers, partitioning, train, trainer, utils
+  from t5x import optimizers, partitioning, trainer
 
   def run(model_dir, steps, optimizer=None, **kw):
-    return train.train(
-        model=train_helpers.tiny_model(optimizer or _t5x_adafactor(), **kw),
-        train_dataset_cfg=utils.DatasetConfig('numpy', {}, 'train', 8, True, 0),
-        partitioner=partitioning.PjitPartitioner(1), model_dir=str(model_dir),
-        total_steps=steps, get_dataset_fn=train_helpers.numpy_dataset(),
-        checkpoint_cfg=utils.CheckpointConfig(
-            save=utils.SaveCheckpointConfig(period=2, use_async=False)),
-        show_progress=False, stats_period=1)
+    return train_helpers.numpy_run(
+        model_dir, train_helpers.tiny_model(optimizer or _t5x_adafactor(), **kw), steps)
 
   def same(a, b):
     pairs = zip(jax.tree_util.tree_leaves(jax.device_get(a)),

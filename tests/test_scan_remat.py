@@ -3,7 +3,6 @@
 Every comparison starts from the same initial parameters (the plain init, stacked for
 the scanned model), so differences can only come from the levers themselves.
 """
-import os
 
 import flax.linen as nn
 import jax
@@ -200,18 +199,9 @@ def test_bad_remat_policy_names_the_field_and_the_choices():
 
 @pytest.mark.slow
 def test_scanned_run_resumes_exactly_and_loads_for_inference(tmp_path):
-  from t5x import train
-  from t5x import utils
-
   def run(model_dir, steps):
-    return train.train(
-        model=train_helpers.tiny_model(scan_layers=True, remat_policy='full', dropout_rate=0.1),
-        train_dataset_cfg=utils.DatasetConfig('numpy', {}, 'train', 8, True, 0),
-        partitioner=partitioning.PjitPartitioner(1), model_dir=str(model_dir),
-        total_steps=steps, get_dataset_fn=train_helpers.numpy_dataset(),
-        checkpoint_cfg=utils.CheckpointConfig(
-            save=utils.SaveCheckpointConfig(period=2, use_async=False)),
-        show_progress=False, stats_period=1)
+    return train_helpers.numpy_run(model_dir, train_helpers.tiny_model(
+        scan_layers=True, remat_policy='full', dropout_rate=0.1), steps)
 
   whole = jax.device_get(run(tmp_path / 'whole', 4).params)
   run(tmp_path / 'resumed', 2)  # the per-layer optimizer state goes through a checkpoint

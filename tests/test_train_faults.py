@@ -17,9 +17,7 @@ import train_helpers
 from t5x import checkpoints
 from t5x import model_config
 from t5x import partitioning
-from t5x import train
 from t5x import trainer
-from t5x import utils
 
 from conftest import ENV, ROOT
 
@@ -114,16 +112,9 @@ def _without_timing(records):
   return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
 
 
-def _run(model_dir, steps, period=2, keep=None, use_async=False, stats_period=1, **kw):
+def _run(model_dir, steps, **kw):
   """A tiny in-process run on numpy batches."""
-  cfg = utils.DatasetConfig('numpy', {}, 'train', 8, True, 0)
-  kw.setdefault('get_dataset_fn', train_helpers.numpy_dataset())
-  return train.train(
-      model=train_helpers.tiny_model(), train_dataset_cfg=cfg,
-      partitioner=partitioning.PjitPartitioner(1), model_dir=str(model_dir), total_steps=steps,
-      checkpoint_cfg=utils.CheckpointConfig(save=utils.SaveCheckpointConfig(
-          period=period, keep=keep, use_async=use_async)),
-      show_progress=False, stats_period=stats_period, **kw)
+  return train_helpers.numpy_run(model_dir, steps=steps, **kw)
 
 
 def _assert_restorable(checkpoint, expected=None):

@@ -107,14 +107,7 @@ def test_sigkill_and_restart_gives_bit_identical_parameters(tmp_path):
 
 # ----------------------------------------------------------------------------- numpy runs
 
-def _run(model_dir, model=None, steps=6, **kw):
-  cfg = utils.DatasetConfig('numpy', {}, 'train', 8, True, 0)
-  kw.setdefault('get_dataset_fn', train_helpers.numpy_dataset())
-  return train.train(
-      model=model or train_helpers.tiny_model(), train_dataset_cfg=cfg,
-      partitioner=partitioning.PjitPartitioner(1), model_dir=str(model_dir), total_steps=steps,
-      checkpoint_cfg=utils.CheckpointConfig(save=utils.SaveCheckpointConfig(period=2, use_async=False)),
-      show_progress=False, stats_period=1, **kw)
+_run = train_helpers.numpy_run
 
 
 @pytest.fixture(scope='module')

@@ -3,6 +3,9 @@ import numpy as np
 
 from t5x import models
 from t5x import optimizers
+from t5x import partitioning
+from t5x import train
+from t5x import utils
 from t5x.examples.t5.network import T5Config, Transformer
 
 
@@ -43,3 +46,17 @@ def numpy_dataset(batch_size: int = 8):
       yield numpy_batch(1000 + i, batch=batch_size)
       i += 1
   return get_dataset
+
+
+def numpy_run(model_dir, model=None, steps=6, period=2, keep=None, use_async=False,
+              stats_period=1, **kw):
+  """The final TrainState of `train.train` on numpy batches, one device, checkpoints
+  every `period` steps into model_dir (a run there before is resumed)."""
+  kw.setdefault('get_dataset_fn', numpy_dataset())
+  kw.setdefault('checkpoint_cfg', utils.CheckpointConfig(save=utils.SaveCheckpointConfig(
+      period=period, keep=keep, use_async=use_async)))
+  return train.train(
+      model=model or tiny_model(), train_dataset_cfg=utils.DatasetConfig(
+          'numpy', {}, 'train', 8, True, 0),
+      partitioner=partitioning.PjitPartitioner(1), model_dir=str(model_dir), total_steps=steps,
+      show_progress=False, stats_period=stats_period, **kw)

@@ -1,10 +1,11 @@
-"""The project's checkpoint format: orbax, in T5X's layout.
+"""The project's checkpoint format: orbax, with T5X's parameter names.
 
     MODEL_DIR/checkpoint_<step>/target/   the parameters (T5X names)
     MODEL_DIR/checkpoint_<step>/state/    step, optimizer state, input position, ...
 
 `target` and `state` are separate orbax items so that starting a fine-tune from a
-checkpoint reads the parameters only.
+checkpoint reads the parameters only. Checkpoints written by upstream T5X (one `state`
+item holding both) are read too: see checkpoint_layouts.
 """
 import datetime
 import errno
@@ -22,6 +23,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
+from t5x import checkpoint_layouts as layouts
 from t5x import fs_utils
 from t5x import model_config
 
@@ -80,8 +82,18 @@ def step_of(path: str) -> Optional[int]:
 
 
 def is_checkpoint(path: str) -> bool:
-  """True for a `checkpoint_<step>` folder of ours (it holds a `target` item)."""
-  return epath.Path(fs_utils.resolve(path), 'target').is_dir()
+  """True for a `checkpoint_<step>` folder of ours or of upstream T5X's Orbax layout."""
+  return layouts.layout(path) is not None
+
+
+def unreadable_step_folders(model_dir: str) -> list[str]:
+  """`checkpoint_<step>` folders in MODEL_DIR that hold no Orbax checkpoint either
+  project reads (e.g. a pre-Orbax T5X checkpoint, or files copied in by hand)."""
+  folder = epath.Path(fs_utils.resolve(model_dir))
+  if not folder.is_dir():
+    return []
+  return sorted(str(p) for p in folder.iterdir()
+                if _STEP_DIR.match(p.name) and not is_checkpoint(str(p)))
 
 
 def latest(model_dir: str) -> Optional[str]:
@@ -96,6 +108,8 @@ def restore_target(path: str) -> dict:
   Read straight into host memory, whatever mesh wrote them: a checkpoint saved by a
   pod slice loads in one process for inference or export.
   """
+  if layouts.layout(path) == layouts.T5X:
+    return layouts.restore_target(path)
   target = os.path.join(fs_utils.resolve(path), 'target')
   metadata = ocp.StandardCheckpointer().metadata(target).item_metadata
   as_numpy = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
@@ -105,8 +119,11 @@ def restore_target(path: str) -> dict:
 
 def target_shapes(path: str) -> dict:
   """{'a/b/kernel': shape} of a checkpoint's parameters, from its metadata alone."""
-  target = os.path.join(fs_utils.resolve(path), 'target')
-  metadata = ocp.StandardCheckpointer().metadata(target).item_metadata
+  if layouts.layout(path) == layouts.T5X:
+    metadata = layouts.target_metadata(path)
+  else:
+    target = os.path.join(fs_utils.resolve(path), 'target')
+    metadata = ocp.StandardCheckpointer().metadata(target).item_metadata
   return {k: tuple(leaf.shape) for k, leaf in model_config.flatten(metadata).items()}
 
 
@@ -114,6 +131,8 @@ def restore_target_sharded(path: str, abstract_params: Any) -> Any:
   """Parameters of a checkpoint straight into the shardings (and dtypes) of
   `abstract_params` (ShapeDtypeStructs with shardings): each host reads only the
   shards its devices hold, so an 11B start point never passes whole through one host."""
+  if layouts.layout(path) == layouts.T5X:
+    return layouts.restore_target_sharded(path, abstract_params)
   target = os.path.join(fs_utils.resolve(path), 'target')
   return ocp.StandardCheckpointer().restore(target, abstract_params)
 
@@ -191,10 +210,16 @@ class TrainCheckpointer:
     damaged = []  # (path, reason), newest first
     for step in reversed(found):
       error = None
+      path = checkpoint_dir(self.model_dir, step)
       try:
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            target=ocp.args.StandardRestore(abstract_params),
-            state=ocp.args.StandardRestore(abstract_state)))
+        if layouts.layout(path) == layouts.T5X:
+          restored = self._restore_t5x(path, abstract_params, abstract_opt_state)
+        else:
+          restored = self._manager.restore(step, args=ocp.args.Composite(
+              target=ocp.args.StandardRestore(abstract_params),
+              state=ocp.args.StandardRestore(abstract_state)))
+      except layouts.OptimizerMismatch:  # readable, but not by this optimizer: no fall-back
+        raise
       except Exception as e:  # orbax/tensorstore raise many types for damaged files
         error = e
       # Hosts read different shards: all of them fall back together or none does.
@@ -213,6 +238,14 @@ class TrainCheckpointer:
       state = restored['state']
       return (int(state['step']), restored['target'], state['opt_state'],
               int(state['input_position']))
+    if not found:
+      strangers = unreadable_step_folders(self.model_dir)
+      if strangers:
+        raise RuntimeError(
+            f'{self.model_dir} holds {", ".join(strangers)} but no checkpoint this project '
+            'reads: expected Orbax folders with a `target` item (this project) or a `state` '
+            'item (T5X). A pre-Orbax T5X checkpoint can start a run as '
+            'INITIAL_CHECKPOINT_PATH; otherwise move the folders out of MODEL_DIR.')
     if damaged:
       raise RuntimeError(
           f'no checkpoint in {self.model_dir} could be read: '
@@ -220,6 +253,19 @@ class TrainCheckpointer:
           + '. Restore them from a backup, or remove MODEL_DIR to start from scratch '
           'deliberately.')
     return None
+
+  @staticmethod
+  def _restore_t5x(path: str, abstract_params: Any, abstract_opt_state: Any) -> dict:
+    """A T5X checkpoint as restore_latest's `restored`. T5X's dataset item is a tf.data
+    iterator this project cannot read: the input restarts, as in T5X without
+    `restore_dataset`."""
+    step, params, opt_state = layouts.restore_train_state(path, abstract_params,
+                                                          abstract_opt_state)
+    logging.warning('%s was written by T5X: parameters, optimizer state and step %d '
+                    'restored; its input-pipeline state is not read, so the data starts '
+                    'from the beginning of the dataset.', path, step)
+    return {'target': params, 'state': {'step': step, 'opt_state': opt_state,
+                                        'input_position': 0}}
 
   def wait(self) -> None:
     """Blocks until the last save is on disk; raises CheckpointSaveError if it failed."""

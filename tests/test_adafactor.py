@@ -1,8 +1,6 @@
 """`adafactor.Adafactor` is T5X's: its updates equal those upstream T5X made (the
 `t5x_orbax` fixture in ../shared), its factored path equals optax's Adafactor where the
 two agree by construction, and a `layers` batch axis updates each layer on its own."""
-import re
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,24 +10,7 @@ import pytest
 from t5x import adafactor
 from t5x import model_config
 from t5x.examples.t5.network import T5Config
-
-# The network of ../shared/fixtures/t5x/README.md (T5X's T5Config arguments).
-FIXTURE_NETWORK = dict(vocab_size=384, emb_dim=64, num_heads=4, head_dim=16, mlp_dim=128,
-                       num_encoder_layers=2, num_decoder_layers=2,
-                       mlp_activations=('gelu', 'linear'), logits_via_embedding=False,
-                       dropout_rate=0.0, dtype='float32')
-
-
-def _npz_tree(path, prefix=''):
-  """{"update_1['a']['b']": array} -> {'a/b': array} for keys starting with prefix."""
-  flat = {}
-  with np.load(path) as z:
-    for key in z.files:
-      if key.startswith(prefix):
-        names = re.findall(r"\['([^']*)'\]", key[len(prefix):])
-        flat['/'.join(names)] = z[key]
-  return flat
-
+from upstream_fixtures import FIXTURE_NETWORK, npz_tree
 
 @pytest.fixture(scope='module')
 def t5x_orbax(shared_dir):
@@ -59,12 +40,12 @@ def test_three_updates_equal_upstream_t5x(t5x_orbax):
     assert not np.any(np.asarray(value)), key  # T5X starts every slot at zero
   update = jax.jit(tx.update)
   for n in (1, 2, 3):
-    grads = model_config.unflatten(_npz_tree(t5x_orbax / 'gradients.npz', f'update_{n}'))
+    grads = model_config.unflatten(npz_tree(t5x_orbax / 'gradients.npz', f'update_{n}'))
     updates, state = update(grads, state, params)
     params = optax.apply_updates(params, updates)
 
-  expected_params = _npz_tree(t5x_orbax / 'state_step3.npz', "['target']")
-  expected_slots = _npz_tree(t5x_orbax / 'state_step3.npz', "['state']['param_states']")
+  expected_params = npz_tree(t5x_orbax / 'state_step3.npz', "['target']")
+  expected_slots = npz_tree(t5x_orbax / 'state_step3.npz', "['state']['param_states']")
   got_params, got_slots = model_config.flatten(params), model_config.flatten(state.param_states)
   assert got_params.keys() == expected_params.keys() and len(got_params) == 52
   assert got_slots.keys() == expected_slots.keys() and len(got_slots) == 4 * 52

@@ -1,0 +1,99 @@
+"""Checkpoints written by upstream T5X (../shared/fixtures/t5x/t5x_orbax) are read here:
+by `t5x.load`, as INITIAL_CHECKPOINT_PATH, and as a MODEL_DIR that training resumes."""
+import logging
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+import t5x
+import train_helpers
+from upstream_fixtures import FIXTURE_NETWORK, npz_tree
+from t5x import adafactor
+from t5x import checkpoints
+from t5x import model_config
+from t5x import partitioning
+from t5x import trainer
+
+
+@pytest.fixture(scope='module')
+def t5x_orbax(shared_dir):
+  return shared_dir / 'fixtures' / 't5x' / 't5x_orbax'
+
+
+@pytest.fixture(scope='module')
+def step3(t5x_orbax):
+  """(params, param_states) of T5X's in-memory state at step 3, flat."""
+  npz = t5x_orbax / 'state_step3.npz'
+  return npz_tree(npz, "['target']"), npz_tree(npz, "['state']['param_states']")
+
+
+def _t5x_model():
+  opt = adafactor.Adafactor(decay_rate=0.8, step_offset=0,
+                            logical_factor_rules=adafactor.standard_logical_factor_rules())
+  return train_helpers.tiny_model(opt, **FIXTURE_NETWORK)
+
+
+def _equal_bits(got: dict, want: dict) -> None:
+  assert got.keys() == want.keys()
+  for key, value in want.items():
+    assert np.asarray(got[key]).tobytes() == value.tobytes(), key
+
+
+def test_load_reads_a_t5x_model_dir_and_checkpoint(t5x_orbax, step3):
+  for path in (t5x_orbax, t5x_orbax / 'checkpoint_3'):
+    model = t5x.load(str(path))
+    assert model.source.endswith('checkpoint_3')
+    _equal_bits(model_config.flatten(model.params), step3[0])
+  cfg = model.config
+  assert (cfg.vocab_size, cfg.emb_dim, cfg.num_heads, cfg.head_dim, cfg.mlp_dim) == (
+      384, 64, 4, 16, 128)
+  logits = model.logits(np.array([[5, 6, 7, 1]]), np.array([[0, 5, 6]]))
+  assert logits.shape == (1, 3, 384) and np.isfinite(logits).all()
+
+
+def test_initial_checkpoint_starts_from_its_parameters(t5x_orbax, step3, tmp_path):
+  tr = trainer.Trainer(_t5x_model(), partitioning.PjitPartitioner(1))
+  from t5x import train
+  params = train._restore_initial_sharded(str(t5x_orbax / 'checkpoint_3'), tr)
+  _equal_bits(model_config.flatten(jax.device_get(params)), step3[0])
+
+
+def test_model_dir_resumes_bit_for_bit_then_trains(t5x_orbax, step3, tmp_path, caplog):
+  model_dir = tmp_path / 'model'
+  shutil.copytree(t5x_orbax, model_dir)  # training writes beside T5X's checkpoints
+  tr = trainer.Trainer(_t5x_model(), partitioning.PjitPartitioner(1))
+  abstract = tr.abstract_state
+  with caplog.at_level(logging.WARNING):
+    step, params, opt_state, position = checkpoints.TrainCheckpointer(
+        str(model_dir), use_async=False).restore_latest(abstract.params, abstract.opt_state)
+  assert (step, position) == (3, 0) and 'written by T5X' in caplog.text
+  _equal_bits(model_config.flatten(jax.device_get(params)), step3[0])
+  (slots,) = [s for s in opt_state if isinstance(s, adafactor.AdafactorState)]
+  assert int(slots.step) == 3
+  _equal_bits(model_config.flatten(jax.device_get(slots.param_states)), step3[1])
+
+  state = train_helpers.numpy_run(model_dir, _t5x_model(), steps=5, period=1)
+  assert checkpoints.steps(str(model_dir)) == [0, 3, 4, 5]
+  assert int(state.step) == 5 and int(state.opt_state[-1].step) == 5
+  moved = model_config.flatten(jax.device_get(state.params))
+  assert max(float(np.max(np.abs(moved[k] - v))) for k, v in step3[0].items()) > 1e-5
+
+
+def test_t5x_optimizer_state_needs_t5x_adafactor(t5x_orbax, tmp_path):
+  model_dir = tmp_path / 'model'
+  shutil.copytree(t5x_orbax, model_dir)
+  tr = trainer.Trainer(train_helpers.tiny_model(**FIXTURE_NETWORK), partitioning.PjitPartitioner(1))
+  with pytest.raises(ValueError, match=r'checkpoint_3 is a T5X checkpoint.*@adafactor.Adafactor'):
+    checkpoints.TrainCheckpointer(str(model_dir), use_async=False).restore_latest(
+        tr.abstract_state.params, tr.abstract_state.opt_state)
+
+
+def test_step_folders_nothing_reads_are_an_error(tmp_path):
+  (tmp_path / 'checkpoint_7').mkdir()
+  (tmp_path / 'checkpoint_7' / 'checkpoint').write_bytes(b'msgpack?')
+  tr = trainer.Trainer(train_helpers.tiny_model(), partitioning.PjitPartitioner(1))
+  with pytest.raises(RuntimeError, match=r'checkpoint_7 but no checkpoint this project reads'):
+    checkpoints.TrainCheckpointer(str(tmp_path), use_async=False).restore_latest(
+        tr.abstract_state.params, tr.abstract_state.opt_state)

@@ -6,6 +6,7 @@ else INITIAL_CHECKPOINT_PATH, else from scratch), then step, log, evaluate and s
 """
 import logging
 import os
+import re
 import sys
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -50,8 +51,14 @@ def train(*, model: models.EncoderDecoderModel, train_dataset_cfg: utils.Dataset
           get_dataset_fn: GetDatasetFn = _default_get_dataset,
           infer_eval_dataset_cfg: Optional[utils.DatasetConfig] = None,
           infer_eval_period: Optional[int] = None, decode_options: Any = None,
-          show_progress: bool = True) -> trainer_lib.TrainState:
-  """Trains `model` to `total_steps` optimizer steps; returns the final train state.
+          show_progress: bool = True,
+          relative_steps: Optional[int] = None) -> trainer_lib.TrainState:
+  """Trains `model` to step `total_steps`; returns the final train state.
+
+  Steps are absolute, as in T5X: a run that starts from INITIAL_CHECKPOINT_PATH's
+  `checkpoint_1000000` starts at step 1,000,000, so TRAIN_STEPS = 1_000_802 trains 802
+  steps. `relative_steps` (T5X's `train.relative_steps`), when set, replaces
+  `total_steps` by the restored step plus that many steps (also when resuming MODEL_DIR).
 
   `nan_policy='stop'` ends the run with an error at the first non-finite loss;
   'skip' leaves parameters unchanged on such steps and counts them (`skipped_steps`).
@@ -64,6 +71,8 @@ def train(*, model: models.EncoderDecoderModel, train_dataset_cfg: utils.Dataset
   run's. A failed checkpoint save ends the run at the next step (CheckpointSaveError).
   """
   run_checks.check_train(total_steps, train_dataset_cfg, train_eval_dataset_cfg)
+  if relative_steps is not None:
+    run_checks.check_steps(relative_steps, 'train.relative_steps')
   if nan_policy not in _NAN_POLICIES:
     raise ValueError(f'train.nan_policy={nan_policy!r}; use one of {_NAN_POLICIES}')
   model_dir = fs_utils.resolve(model_dir)  # local, or gs:// on a pod
@@ -82,8 +91,11 @@ def train(*, model: models.EncoderDecoderModel, train_dataset_cfg: utils.Dataset
                                        use_async=bool(save_cfg and save_cfg.use_async))
   writer = None
   try:
-    state, input_position = _restore_or_init(trainer, ckpt, checkpoint_cfg, random_seed)
+    state, input_position, origin = _restore_or_init(trainer, ckpt, checkpoint_cfg,
+                                                     random_seed)
     start = int(state.step)
+    if relative_steps is not None:
+      total_steps = start + relative_steps
     writer = metrics_writer.MetricsWriter(model_dir, start, total_steps,
                                           show_progress and start < total_steps)
 
@@ -101,6 +113,11 @@ def train(*, model: models.EncoderDecoderModel, train_dataset_cfg: utils.Dataset
 
     if start > 0:  # a kill between a save and its evaluation: evaluate that step first
       evaluate_step(start, state.params, only_missing=True)
+    if start >= total_steps and origin == 'initial':
+      raise ValueError(
+          f'INITIAL_CHECKPOINT_PATH is at step {start} and TRAIN_STEPS={total_steps}: steps '
+          f'are absolute, as in T5X, so nothing would train. For N more steps set '
+          f'TRAIN_STEPS = {start} + N, or train_script.train.relative_steps = N.')
     if start >= total_steps:
       ckpt.close()
       plot = writer.close()  # a kill after the final save left no plot
@@ -244,23 +261,45 @@ def _global_batch(partitioner, local: dict) -> dict:
 
 
 def _restore_or_init(trainer, ckpt, checkpoint_cfg, seed):
-  """T5X's order: MODEL_DIR's latest checkpoint, then INITIAL_CHECKPOINT_PATH, then scratch."""
+  """(state, input position, 'model_dir' | 'initial' | 'scratch'), in T5X's order:
+  MODEL_DIR's latest checkpoint, then INITIAL_CHECKPOINT_PATH, then scratch."""
   abstract = trainer.abstract_state
   restored = ckpt.restore_latest(abstract.params, abstract.opt_state)
   if restored is not None:
     step, params, opt_state, position = restored
-    state = trainer_lib.TrainState(
-        step=jax.device_put(np.int32(step), trainer.state_shardings.step),
-        params=params, opt_state=opt_state)
+    state = trainer_lib.TrainState(step=_step_array(trainer, step), params=params,
+                                   opt_state=opt_state)
     logging.info('restored step %d from %s', step, ckpt.model_dir)
-    return state, position
+    return state, position, 'model_dir'
   path = checkpoint_cfg.restore.path if checkpoint_cfg.restore else None
   if path:
     params = _restore_initial_sharded(path, trainer)
     if params is None:  # another format or layout: read on the host, convert, shard
       params = load_initial_params(path, trainer)
-    return trainer.state_from_params(params), 0
-  return trainer.init_state(jax.random.PRNGKey(seed)), 0
+    state = trainer.state_from_params(params)
+    step = initial_step(path)
+    if step:  # T5X: the initial checkpoint's step carries over (steps are absolute)
+      logging.info('INITIAL_CHECKPOINT_PATH is at step %d: training continues from it', step)
+      state = state.replace(step=_step_array(trainer, step))
+    return state, 0, 'initial'
+  return trainer.init_state(jax.random.PRNGKey(seed)), 0, 'scratch'
+
+
+def _step_array(trainer: trainer_lib.Trainer, step: int) -> jax.Array:
+  return jax.device_put(np.int32(step), trainer.state_shardings.step)
+
+
+def initial_step(path: str) -> int:
+  """The step of a start point, from its `checkpoint_<step>` folder name as T5X names
+  them (a MODEL_DIR: its latest checkpoint's; a legacy T5X `.../checkpoint_<step>/checkpoint`
+  file: its folder's); 0 for a Hugging Face folder or anything else unnamed."""
+  if not checkpoints.is_checkpoint(path):
+    path = checkpoints.latest(path) or path
+  name = os.path.basename(os.path.normpath(path))
+  if name == 'checkpoint':  # a legacy T5X checkpoint file
+    name = os.path.basename(os.path.dirname(os.path.normpath(path)))
+  match = re.fullmatch(r'checkpoint_(\d+)', name)
+  return int(match.group(1)) if match else 0
 
 
 def _restore_initial_sharded(path: str, trainer: trainer_lib.Trainer) -> Optional[Any]:

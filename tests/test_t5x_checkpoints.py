@@ -1,5 +1,6 @@
 """Checkpoints written by upstream T5X (../shared/fixtures/t5x/t5x_orbax) are read here:
 by `t5x.load`, as INITIAL_CHECKPOINT_PATH, and as a MODEL_DIR that training resumes."""
+import json
 import logging
 import shutil
 
@@ -97,3 +98,42 @@ def test_step_folders_nothing_reads_are_an_error(tmp_path):
   with pytest.raises(RuntimeError, match=r'checkpoint_7 but no checkpoint this project reads'):
     checkpoints.TrainCheckpointer(str(tmp_path), use_async=False).restore_latest(
         tr.abstract_state.params, tr.abstract_state.opt_state)
+
+
+def _from_initial(model_dir, path, steps, **kw):
+  from t5x import utils
+  return train_helpers.numpy_run(
+      model_dir, _t5x_model(), steps=steps, checkpoint_cfg=utils.CheckpointConfig(
+          save=utils.SaveCheckpointConfig(period=1, use_async=False),
+          restore=utils.RestoreCheckpointConfig(str(path))), **kw)
+
+
+def test_legacy_step_1000_with_train_steps_1001_runs_one_step(shared_dir, tmp_path):
+  legacy = shared_dir / 'fixtures' / 't5x' / 't5x_legacy_step1000' / 'checkpoint_1000'
+  state = _from_initial(tmp_path / 'model', legacy, 1001)
+  assert int(state.step) == 1001
+  assert checkpoints.steps(str(tmp_path / 'model')) == [1001]  # one step, one save
+  with open(tmp_path / 'model' / 'metrics.jsonl') as f:
+    assert [r['step'] for r in map(json.loads, f) if r['split'] == 'train'] == [1001]
+
+
+def test_relative_steps_count_from_the_initial_step(t5x_orbax, tmp_path):
+  state = _from_initial(tmp_path / 'model', t5x_orbax / 'checkpoint_3', 1, relative_steps=2)
+  assert int(state.step) == 5
+  assert checkpoints.steps(str(tmp_path / 'model')) == [4, 5]
+
+
+def test_train_steps_below_the_initial_step_says_steps_are_absolute(t5x_orbax, tmp_path):
+  with pytest.raises(ValueError, match=r'INITIAL_CHECKPOINT_PATH is at step 3 and '
+                     r'TRAIN_STEPS=2: steps are absolute.*TRAIN_STEPS = 3 \+ N'):
+    _from_initial(tmp_path / 'model', t5x_orbax / 'checkpoint_3', 2)
+
+
+def test_initial_step_of_each_kind_of_path(t5x_orbax, shared_dir, tmp_path):
+  from t5x import train
+  legacy = shared_dir / 'fixtures' / 't5x' / 't5x_legacy_step1000' / 'checkpoint_1000'
+  assert train.initial_step(str(t5x_orbax)) == 3  # a MODEL_DIR: its latest checkpoint
+  assert train.initial_step(str(t5x_orbax / 'checkpoint_0')) == 0
+  assert train.initial_step(str(legacy)) == 1000
+  assert train.initial_step(str(legacy / 'checkpoint')) == 1000
+  assert train.initial_step(str(tmp_path)) == 0  # e.g. a Hugging Face folder

@@ -222,7 +222,7 @@ def _start_from(path, tmp_path, model):
   run = trainer.Trainer(model, partitioning.PjitPartitioner(1))
   ckpt = checkpoints.TrainCheckpointer(str(tmp_path), use_async=False)
   try:
-    state, _ = train._restore_or_init(  # pylint: disable=protected-access
+    state, _, _ = train._restore_or_init(  # pylint: disable=protected-access
         run, ckpt, utils.CheckpointConfig(restore=utils.RestoreCheckpointConfig(path)), 0)
   finally:
     ckpt.close()
@@ -240,8 +240,9 @@ def _assert_same_params(state, expected):
 def test_initial_checkpoint_from_each_format(six_steps, tmp_path, shared_dir):
   # Our own MODEL_DIR (a finished run) ...
   ours = checkpoints.restore_target(str(six_steps / 'checkpoint_6'))
-  _assert_same_params(_start_from(str(six_steps), tmp_path / 'a', train_helpers.tiny_model()),
-                      ours)
+  start = _start_from(str(six_steps), tmp_path / 'a', train_helpers.tiny_model())
+  _assert_same_params(start, ours)
+  assert int(start.step) == 6  # steps are absolute, as in T5X: its step carries over
   # (read shard by shard into the mesh: the formats match, so no host-side copy)
   t = trainer.Trainer(train_helpers.tiny_model(), partitioning.PjitPartitioner())
   sharded = train._restore_initial_sharded(str(six_steps), t)
@@ -258,8 +259,9 @@ def test_initial_checkpoint_from_each_format(six_steps, tmp_path, shared_dir):
   # ... and a Hugging Face folder.
   from t5x.conversion import converters
   converters.export_hf(str(six_steps), str(tmp_path / 'hf'))
-  _assert_same_params(_start_from(str(tmp_path / 'hf'), tmp_path / 'c', train_helpers.tiny_model()),
-                      ours)
+  start = _start_from(str(tmp_path / 'hf'), tmp_path / 'c', train_helpers.tiny_model())
+  _assert_same_params(start, ours)
+  assert int(start.step) == 0  # a Hugging Face folder has no step
 
 
 def test_model_dir_checkpoint_wins_over_initial_checkpoint(six_steps, tmp_path):

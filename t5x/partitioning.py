@@ -15,12 +15,16 @@ LogicalRules = Sequence[tuple[str, Optional[str]]]
 
 
 def standard_logical_axis_rules(activation_partitioning_dims: int = 1,
-                                parameter_partitioning_dims: int = 1) -> LogicalRules:
+                                parameter_partitioning_dims: int = 1,
+                                additional_rules: Optional[LogicalRules] = None) -> LogicalRules:
   """T5X's standard rules: logical axis name -> mesh axis ('data', 'model' or None).
 
   1-D parameter partitioning shards vocab/mlp/heads over 'model' (Megatron-style);
   `parameter_partitioning_dims=2` also shards `embed` over 'data' (2-D, FSDP-style).
-  `activation_partitioning_dims=2` shards activations' embed over 'model' too.
+  `activation_partitioning_dims=2` shards `embed` over 'model' first, as T5X orders it:
+  with both at 2, a 1-D `embed` parameter (a layer-norm scale) goes to 'model', and a
+  kernel's `embed` takes 'data' when its other axis holds 'model'.
+  `additional_rules` (T5X's argument) come after the standard ones.
   """
   if activation_partitioning_dims not in (1, 2) or parameter_partitioning_dims not in (1, 2):
     raise ValueError('activation_partitioning_dims and parameter_partitioning_dims must be 1 or 2, '
@@ -33,19 +37,21 @@ def standard_logical_axis_rules(activation_partitioning_dims: int = 1,
       ('joined_kv', 'model'),
       ('kv', None),
   ]
-  if parameter_partitioning_dims == 2:
-    rules.append(('embed', 'data'))  # parameters; activations' batch already holds 'data'
   if activation_partitioning_dims == 2:
     rules.append(('embed', 'model'))
+  if parameter_partitioning_dims == 2:
+    rules.append(('embed', 'data'))  # parameters; activations' batch already holds 'data'
   rules += [
       ('embed', None),
       ('length', None),
       ('relpos_buckets', None),
+      ('abspos_buckets', None),
       ('layers', None),
       ('lora_rank', None),  # LoRA factors' rank axis: tiny, so replicated
       ('stack', None),
+      ('mlp_activations', None),
   ]
-  return rules
+  return rules + list(additional_rules or [])
 
 
 class PjitPartitioner:

@@ -94,6 +94,27 @@ def test_logical_axis_rules_table():
     partitioning.PjitPartitioner(2)
 
 
+def test_two_dimensional_rules_keep_t5x_order():
+  """T5X's order of the `embed` rules: with 2-D activations and parameters, 'model'
+  comes before 'data', so a 1-D embed parameter (a layer-norm scale) goes to 'model' and
+  a kernel [embed, mlp] to ('data', 'model'); 2-D parameters alone put embed on 'data'."""
+  def embed_rules(act, param):
+    return [m for a, m in partitioning.standard_logical_axis_rules(act, param) if a == 'embed']
+  assert embed_rules(1, 1) == [None]
+  assert embed_rules(1, 2) == ['data', None]
+  assert embed_rules(2, 1) == ['model', None]
+  assert embed_rules(2, 2) == ['model', 'data', None]
+  both = partitioning.PjitPartitioner(1, partitioning.standard_logical_axis_rules(2, 2))
+  assert tuple(both.mesh_axes(('embed',))) == ('model',)
+  assert tuple(both.mesh_axes(('embed', 'mlp'))) == ('data', 'model')
+  params_only = partitioning.PjitPartitioner(
+      1, partitioning.standard_logical_axis_rules(parameter_partitioning_dims=2))
+  assert tuple(params_only.mesh_axes(('embed',))) == ('data',)
+  extra = partitioning.standard_logical_axis_rules(additional_rules=[('expert', 'data')])
+  assert extra[-1] == ('expert', 'data')
+  assert dict(extra)['mlp_activations'] is None and dict(extra)['abspos_buckets'] is None
+
+
 def test_learning_rate_schedules():
   at = lambda s, step: float(s(step))
   constant = optimizers.create_learning_rate_scheduler('constant', 1e-3)

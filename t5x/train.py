@@ -47,7 +47,7 @@ def train(*, model: models.EncoderDecoderModel, train_dataset_cfg: utils.Dataset
           train_eval_dataset_cfg: Optional[utils.DatasetConfig] = None,
           checkpoint_cfg: utils.CheckpointConfig = utils.CheckpointConfig(),
           eval_period: Optional[int] = 1000, eval_steps: Optional[int] = None,
-          stats_period: int = 10, random_seed: int = 0, nan_policy: str = 'stop',
+          stats_period: int = 10, random_seed: Optional[int] = 0, nan_policy: str = 'stop',
           get_dataset_fn: GetDatasetFn = _default_get_dataset,
           infer_eval_dataset_cfg: Optional[utils.DatasetConfig] = None,
           infer_eval_period: Optional[int] = None, decode_options: Any = None,
@@ -59,6 +59,8 @@ def train(*, model: models.EncoderDecoderModel, train_dataset_cfg: utils.Dataset
   `checkpoint_1000000` starts at step 1,000,000, so TRAIN_STEPS = 1_000_802 trains 802
   steps. `relative_steps` (T5X's `train.relative_steps`), when set, replaces
   `total_steps` by the restored step plus that many steps (also when resuming MODEL_DIR).
+  `random_seed=None` (T5X's RANDOM_SEED = None) draws a seed, the same on every host, and
+  logs it; a restart then draws another, as in T5X.
 
   `nan_policy='stop'` ends the run with an error at the first non-finite loss;
   'skip' leaves parameters unchanged on such steps and counts them (`skipped_steps`).
@@ -71,6 +73,8 @@ def train(*, model: models.EncoderDecoderModel, train_dataset_cfg: utils.Dataset
   run's. A failed checkpoint save ends the run at the next step (CheckpointSaveError).
   """
   run_checks.check_train(total_steps, train_dataset_cfg, train_eval_dataset_cfg)
+  if random_seed is None:
+    random_seed = draw_seed()
   if relative_steps is not None:
     run_checks.check_steps(relative_steps, 'train.relative_steps')
   if nan_policy not in _NAN_POLICIES:
@@ -258,6 +262,16 @@ def _global_batch(partitioner, local: dict) -> dict:
   """This host's numpy rows -> global arrays sharded over 'data'."""
   return {k: jax.make_array_from_process_local_data(partitioner.batch_sharding(v.ndim), v)
           for k, v in local.items()}
+
+
+def draw_seed() -> int:
+  """A random int32 seed, process 0's on every host, logged so a run can be repeated."""
+  seed = np.int32(int.from_bytes(os.urandom(4), 'little') & 0x7FFFFFFF)
+  if jax.process_count() > 1:
+    seed = multihost_utils.broadcast_one_to_all(seed)
+  logging.warning('RANDOM_SEED is None: drew seed %d (set RANDOM_SEED = %d to repeat this '
+                  'run\'s initialisation and dropout)', int(seed), int(seed))
+  return int(seed)
 
 
 def _restore_or_init(trainer, ckpt, checkpoint_cfg, seed):

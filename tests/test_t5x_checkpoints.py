@@ -137,3 +137,4 @@ def test_initial_step_of_each_kind_of_path(t5x_orbax, shared_dir, tmp_path):
   assert train.initial_step(str(legacy)) == 1000
   assert train.initial_step(str(legacy / 'checkpoint')) == 1000
   assert train.initial_step(str(tmp_path)) == 0  # e.g. a Hugging Face folder
+

@@ -1,6 +1,7 @@
 """`t5x train` end to end: the quickstart, exact resume after SIGKILL, checkpoint
 fall-back, NaN handling, and the errors a user meets first."""
 import json
+import logging
 import os
 import pathlib
 import re
@@ -277,3 +278,13 @@ def test_initial_checkpoint_of_another_shape_names_the_parameter(six_steps, tmp_
   message = f"{six_steps}: parameter 'decoder/decoder_norm/scale' has shape (32,), expected (16,)"
   with pytest.raises(ValueError, match=re.escape(message)):
     _start_from(str(six_steps), tmp_path / 'x', train_helpers.tiny_model(emb_dim=16))
+
+
+def test_random_seed_none_draws_and_logs_a_seed(tmp_path, caplog):
+  with caplog.at_level(logging.WARNING):
+    state = train_helpers.numpy_run(tmp_path / 'a', steps=1, random_seed=None)
+  (seed,) = re.findall(r'RANDOM_SEED is None: drew seed (\d+)', caplog.text)
+  again = train_helpers.numpy_run(tmp_path / 'b', steps=1, random_seed=int(seed))
+  for a, b in zip(jax.tree_util.tree_leaves(jax.device_get(state.params)),
+                  jax.tree_util.tree_leaves(jax.device_get(again.params))):
+    assert np.asarray(a).tobytes() == np.asarray(b).tobytes()

@@ -19,7 +19,7 @@ from typing import Callable, Optional, Sequence
 
 import gin
 
-from t5x import gin_utils, log_noise
+from t5x import gin_utils, log_noise, script_flags
 
 # command -> (module, function) that the gin files configure.
 COMMANDS = {'train': ('t5x.train', 'train'), 'infer': ('t5x.infer', 'infer'),
@@ -37,7 +37,9 @@ def usage(command: str) -> str:
   """The help text of `t5x COMMAND` and `python -m t5x.COMMAND` (train, infer, eval)."""
   return (f't5x {command} --gin_file=FILE [--gin_file=...] [--gin.NAME=VALUE ...] '
           '[--gin_bindings=...] [--gin_search_paths=DIR,...] [--multiprocess_gpu '
-          '--coordinator_address=HOST:PORT --process_count=N --process_index=I]'
+          '--coordinator_address=HOST:PORT --process_count=N --process_index=I] '
+          '[--tfds_data_dir=DIR] [--seqio_additional_cache_dirs=DIR,...] [absl logging '
+          'flags: --alsologtostderr, --log_dir, --verbosity, ...]'
           + (' [--num_runs=N]' if command == 'infer' else '') + ' [--debug]. '
           'String values need quotes: --gin.MODEL_DIR=\\"/tmp/model\\". Relative gin files '
           "are found in the search paths, the repository's gin/ folder and the installed copy "
@@ -71,6 +73,7 @@ def run(command: str, flags: Sequence[str]) -> None:
   from t5x import distributed  # JAX: only commands that run a model load it
   files, bindings, paths, rest = gin_utils.split_flags(flags)
   multihost, rest = distributed.parse_flags(rest)
+  rest = script_flags.apply(rest)
   for flag in list(rest):
     name, _, value = flag.partition('=')
     if command == 'infer' and name == '--num_runs' and value:
@@ -80,7 +83,8 @@ def run(command: str, flags: Sequence[str]) -> None:
     raise ValueError(f'unknown arguments {rest}; t5x {command} takes --gin_file, '
                      '--gin.NAME=VALUE, --gin_bindings, --gin_search_paths, the multi-host '
                      'flags --multiprocess_gpu, --coordinator_address, --process_count, '
-                     '--process_index, --initialization_timeout'
+                     '--process_index, --initialization_timeout, T5X\'s '
+                     + ', '.join(script_flags.names())
                      + (', --num_runs=N' if command == 'infer' else '') + ' and --debug')
   gin_utils.parse(files, bindings, paths)  # bad gin fails here, before any host waits
   distributed.initialize(multihost)

@@ -137,6 +137,14 @@ def restore_target_sharded(path: str, abstract_params: Any) -> Any:
   return ocp.StandardCheckpointer().restore(target, abstract_params)
 
 
+def cast_floating(tree: Any, dtype: str) -> Any:
+  """Floating leaves of `tree` in `dtype` (on their devices, shardings kept)."""
+  target = jax.numpy.dtype(dtype)
+  return jax.tree_util.tree_map(
+      lambda x: x.astype(target) if jax.numpy.issubdtype(x.dtype, jax.numpy.floating)
+      and x.dtype != target else x, tree)
+
+
 class TrainCheckpointer:
   """Periodic (optionally asynchronous) saving and fall-back restoring for a training run.
 
@@ -152,8 +160,13 @@ class TrainCheckpointer:
                             cleanup_tmp=True)
     self._pending = None  # the step of a save that may still be running
 
-  def save(self, step: int, params: Any, opt_state: Any, input_position: int) -> None:
+  def save(self, step: int, params: Any, opt_state: Any, input_position: int,
+           dtype: Optional[str] = None) -> None:
+    """`dtype` (T5X's SaveCheckpointConfig.dtype): floating parameters are written in it;
+    None keeps them as they are."""
     self._finish()  # orbax waits for the previous save anyway: report its failure as its own
+    if dtype is not None:
+      params = cast_floating(params, dtype)
     state = {'step': np.int64(step), 'opt_state': opt_state,
              'input_position': np.int64(input_position)}
     try:

@@ -90,7 +90,8 @@ def get_dataset(cfg: DatasetConfig, *, num_epochs: Optional[int] = None,
   get_task(cfg)  # the clear error for unknown names
   ds = seqio.get_dataset(
       cfg.mixture_or_task_name, task_feature_lengths=dict(cfg.task_feature_lengths),
-      feature_converter=seqio.EncDecFeatureConverter(pack=cfg.pack),
+      feature_converter=seqio.EncDecFeatureConverter(
+          pack=cfg.pack, use_custom_packing_ops=cfg.use_custom_packing_ops),
       dataset_split=cfg.split, use_cached=cfg.use_cached, shuffle=cfg.shuffle,
       num_epochs=num_epochs, seed=cfg.seed, verbose=False,
       shard_info=seqio.ShardInfo(index=jax.process_index(), num_shards=jax.process_count()))

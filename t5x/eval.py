@@ -71,7 +71,7 @@ def evaluate_params(module: Transformer, params: Any, mixture_or_task_name: str,
   data.get_task(data.DatasetConfig(mixture_or_task_name, {}, split, 1, False, None))
   evaluator = seqio.Evaluator(
       mixture_or_task_name, seqio.EncDecFeatureConverter(pack=False), eval_split=split,
-      sequence_length=dict(task_feature_lengths))
+      sequence_length=dict(task_feature_lengths) if task_feature_lengths else None)
   scorer = jax.jit(models.EncoderDecoderModel(module).score_batch)
 
   def predict_fn(dataset, model_feature_shapes=None):

@@ -24,6 +24,8 @@ import gin
 from gin import config as gin_config
 from gin import config_parser
 
+from t5x import fs_utils
+
 _PACKAGE = pathlib.Path(__file__).resolve().parent
 DEFAULT_SEARCH_PATHS = (
     _PACKAGE.parent / 'gin',   # a source checkout
@@ -61,8 +63,13 @@ def split_flags(argv: Sequence[str]) -> tuple[list[str], list[str], list[str], l
   return files, bindings, paths, rest
 
 
-def parse(gin_files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = ()):
+def parse(gin_files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = (),
+          main_module: Optional[str] = None):
   """Parses files then bindings (later ones win), after registering the search paths.
+
+  `main_module` is the module that T5X's run configs mean by `import __main__ as
+  train_script` (T5X runs them as its scripts' __main__): 't5x.train', 't5x.infer' or
+  't5x.eval', whichever command runs them, `t5x train` or `python -m t5x.train`.
 
   Raises FileNotFoundError naming a gin file that no search path holds, and ValueError
   for a command-line macro that nothing reads (a typo would otherwise pass silently).
@@ -77,7 +84,7 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str], search_paths: Seque
   # gin logs an ERROR for every search-path candidate it tries before the one that exists.
   root = logging.getLogger()
   root.addFilter(_quiet_search)
-  with _engine_imports():
+  with _engine_imports(main_module):
     try:
       gin.parse_config_files_and_bindings(list(gin_files), [], finalize_config=False)
     except OSError as e:  # an `include` that no search path holds
@@ -201,7 +208,7 @@ def _importable(module: str) -> bool:
 
 
 @contextlib.contextmanager
-def _engine_imports() -> Iterator[None]:
+def _engine_imports(main_module: Optional[str] = None) -> Iterator[None]:
   """While gin parses: an import line naming a missing module that `engine_module` knows
   imports the engine's module under the same bound name. One warning per file at the end
   lists the lines read so.
@@ -213,6 +220,8 @@ def _engine_imports() -> Iterator[None]:
   replaced = {}  # file -> ['line 3: A.models as t5x.models', ...]
 
   def process_import(context, statement: config_parser.ImportStatement):
+    if statement.module == '__main__' and main_module:
+      statement = statement._replace(module=main_module)
     try:
       return original(context, statement)
     except ModuleNotFoundError as e:
@@ -255,6 +264,15 @@ def config_to_gin(cfg, vocabulary_path: Optional[str] = None) -> str:
   if vocabulary_path:
     lines += ['', f'VOCABULARY_PATH = {vocabulary_path!r}']
   return '\n'.join(lines) + '\n'
+
+
+def summarize_gin_config(model_dir: str, summary_writer: Any = None,
+                         step: Optional[int] = None) -> None:
+  """T5X's hook for recording a run's operative gin config: here it is written to
+  MODEL_DIR/config.gin (which `t5x.load` and a resumed run read). T5X's `summary_writer`
+  and `step` are accepted and unused: TensorBoard holds the metrics only."""
+  del summary_writer, step
+  fs_utils.write_atomic(os.path.join(model_dir, 'config.gin'), operative_config())
 
 
 def operative_config() -> str:

@@ -86,9 +86,9 @@ def run(command: str, flags: Sequence[str]) -> None:
                      '--process_index, --initialization_timeout, T5X\'s '
                      + ', '.join(script_flags.names())
                      + (', --num_runs=N' if command == 'infer' else '') + ' and --debug')
-  gin_utils.parse(files, bindings, paths)  # bad gin fails here, before any host waits
-  distributed.initialize(multihost)
   module, name = COMMANDS[command]
+  gin_utils.parse(files, bindings, paths, main_module=module)  # bad gin fails here, first
+  distributed.initialize(multihost)
   # By name, never __main__'s copy: `python -m t5x.train` runs the file as __main__, but
   # the gin files configure the function of the module t5x.train.
   gin.get_configurable(getattr(importlib.import_module(module), name))()

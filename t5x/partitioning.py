@@ -54,29 +54,83 @@ def standard_logical_axis_rules(activation_partitioning_dims: int = 1,
   return rules + list(additional_rules or [])
 
 
+def _submesh_size(submesh: Sequence[int], num_partitions: Optional[int]) -> int:
+  if len(tuple(submesh)) != 4 or not all(isinstance(n, int) and n > 0 for n in submesh):
+    raise ValueError(f'partitioning.PjitPartitioner.model_parallel_submesh={submesh!r}; it '
+                     'must be 4 positive ints (x, y, z, cores per chip), e.g. (2, 2, 1, 1)')
+  size = int(np.prod(submesh))
+  if num_partitions not in (None, 1, size):
+    raise ValueError(f'partitioning.PjitPartitioner: num_partitions={num_partitions} and '
+                     f'model_parallel_submesh={tuple(submesh)} ({size} devices) disagree; '
+                     'set one of them (T5X: num_partitions = None)')
+  return size
+
+
+def _tiled_grid(devices: Sequence[Any], submesh: tuple) -> Optional[np.ndarray]:
+  """[data, model] devices where each row is one (x, y, z, core) tile of the slice, or
+  None when the slice does not divide into such tiles."""
+  def place(d):
+    x, y, z = (tuple(d.coords) + (0, 0, 0))[:3]
+    return (x, y, z, getattr(d, 'core_on_chip', 0))
+  places = [place(d) for d in devices]
+  extent = [max(p[i] for p in places) + 1 for i in range(4)]
+  if any(e % t for e, t in zip(extent, submesh)):
+    return None
+  groups: dict = {}
+  for d, p in sorted(zip(devices, places), key=lambda dp: dp[1]):
+    tile = tuple(c // t for c, t in zip(p, submesh))
+    groups.setdefault(tile, []).append(d)
+  rows = [groups[t] for t in sorted(groups)]
+  if any(len(r) != int(np.prod(submesh)) for r in rows):
+    return None
+  return np.asarray(rows, dtype=object)
+
+
 class PjitPartitioner:
   """Builds the mesh and maps logical axes to shardings; T5X's partitioner surface.
 
   Args:
     num_partitions: size of the 'model' mesh axis; the rest of the devices form 'data'.
+    model_parallel_submesh: T5X's alternative to num_partitions: an (x, y, z, core) tile
+      of TPU chips that forms one model-parallel group ('model' has its product of
+      devices). On TPUs each group is such a physical tile of the slice; on devices
+      without coordinates (CPU, GPU) only the product counts.
+    params_on_devices: T5X's; True is the only mode here (parameters live on the
+      devices). False is accepted with a warning.
     logical_axis_rules: the rules table (default `standard_logical_axis_rules()`).
     devices: the devices to use (default all of them, across hosts).
   """
 
-  def __init__(self, num_partitions: int = 1, logical_axis_rules: Optional[LogicalRules] = None,
+  def __init__(self, num_partitions: Optional[int] = 1,
+               model_parallel_submesh: Optional[Sequence[int]] = None,
+               params_on_devices: bool = True,
+               logical_axis_rules: Optional[LogicalRules] = None,
                devices: Optional[Sequence[Any]] = None):
     devices = list(devices if devices is not None else jax.devices())
+    if model_parallel_submesh is not None:
+      num_partitions = _submesh_size(model_parallel_submesh, num_partitions)
+    if num_partitions is None:
+      raise ValueError('partitioning.PjitPartitioner: set num_partitions or '
+                       'model_parallel_submesh')
     if num_partitions < 1 or len(devices) % num_partitions:
       raise ValueError(
           f'partitioning.PjitPartitioner.num_partitions={num_partitions} does not divide the '
           f'{len(devices)} devices; choose a divisor of {len(devices)}.')
+    if not params_on_devices:
+      logging.warning('partitioning.PjitPartitioner.params_on_devices=False has no effect: '
+                      'parameters always live on the devices here.')
     self.num_partitions = num_partitions
+    self.model_parallel_submesh = model_parallel_submesh
     self.rules = tuple(logical_axis_rules or standard_logical_axis_rules())
     shape = (len(devices) // num_partitions, num_partitions)
-    try:
-      grid = mesh_utils.create_device_mesh(shape, devices)
-    except (ValueError, NotImplementedError, AssertionError):
-      grid = np.asarray(devices).reshape(shape)  # topologies mesh_utils cannot lay out
+    grid = None
+    if model_parallel_submesh is not None and all(hasattr(d, 'coords') for d in devices):
+      grid = _tiled_grid(devices, tuple(model_parallel_submesh))
+    if grid is None:
+      try:
+        grid = mesh_utils.create_device_mesh(shape, devices)
+      except (ValueError, NotImplementedError, AssertionError):
+        grid = np.asarray(devices).reshape(shape)  # topologies mesh_utils cannot lay out
     self.mesh = Mesh(grid, ('data', 'model'))
 
   @property

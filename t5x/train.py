@@ -4,6 +4,7 @@ Order of work: check MODEL_DIR and the batch against the mesh (before anything i
 compiled), write config.gin and model-info.txt, restore (latest checkpoint in MODEL_DIR,
 else INITIAL_CHECKPOINT_PATH, else from scratch), then step, log, evaluate and save.
 """
+import inspect
 import logging
 import os
 import re
@@ -52,7 +53,9 @@ def train(*, model: models.EncoderDecoderModel, train_dataset_cfg: utils.Dataset
           infer_eval_dataset_cfg: Optional[utils.DatasetConfig] = None,
           infer_eval_period: Optional[int] = None, decode_options: Any = None,
           show_progress: bool = True,
-          relative_steps: Optional[int] = None) -> trainer_lib.TrainState:
+          relative_steps: Optional[int] = None, use_hardware_rng: bool = False,
+          summarize_config_fn: Optional[Callable[..., Any]] = None,
+          inference_evaluator_cls: Any = None) -> trainer_lib.TrainState:
   """Trains `model` to step `total_steps`; returns the final train state.
 
   Steps are absolute, as in T5X: a run that starts from INITIAL_CHECKPOINT_PATH's
@@ -61,6 +64,9 @@ def train(*, model: models.EncoderDecoderModel, train_dataset_cfg: utils.Dataset
   `total_steps` by the restored step plus that many steps (also when resuming MODEL_DIR).
   `random_seed=None` (T5X's RANDOM_SEED = None) draws a seed, the same on every host, and
   logs it; a restart then draws another, as in T5X.
+  T5X's `use_hardware_rng`, `summarize_config_fn` and `inference_evaluator_cls` are
+  accepted; each one that cannot act here is named in a warning (see
+  `_warn_inert_t5x_arguments`).
 
   `nan_policy='stop'` ends the run with an error at the first non-finite loss;
   'skip' leaves parameters unchanged on such steps and counts them (`skipped_steps`).
@@ -75,6 +81,10 @@ def train(*, model: models.EncoderDecoderModel, train_dataset_cfg: utils.Dataset
   run_checks.check_train(total_steps, train_dataset_cfg, train_eval_dataset_cfg)
   if random_seed is None:
     random_seed = draw_seed()
+  _warn_inert_t5x_arguments(use_hardware_rng, summarize_config_fn, inference_evaluator_cls,
+                            infer_eval_dataset_cfg)
+  if infer_eval_dataset_cfg is not None and infer_eval_period is None:
+    infer_eval_period = eval_period  # T5X decodes its infer_eval tasks at each eval
   if relative_steps is not None:
     run_checks.check_steps(relative_steps, 'train.relative_steps')
   if nan_policy not in _NAN_POLICIES:
@@ -148,7 +158,8 @@ def train(*, model: models.EncoderDecoderModel, train_dataset_cfg: utils.Dataset
       pending = (step + 1, metrics)
       window.append(metrics)
       done = step + 1
-      saving = bool(save_cfg) and due(done, save_cfg.period)
+      saving = bool(save_cfg) and (due(done, save_cfg.period)
+                                   or done in (save_cfg.checkpoint_steps or ()))
       # A window also ends at each save, where a resumed run starts its first window: the
       # records of resumed and uninterrupted runs are then the same.
       if done % stats_period == 0 or done == total_steps or saving:
@@ -158,7 +169,7 @@ def train(*, model: models.EncoderDecoderModel, train_dataset_cfg: utils.Dataset
         _log_train(writer, done, sums, skipped)
         window = []
       if saving:
-        ckpt.save(done, state.params, state.opt_state, input_position)
+        ckpt.save(done, state.params, state.opt_state, input_position, dtype=save_cfg.dtype)
       evaluate_step(done, state.params)
     ckpt.close()
   except BaseException:
@@ -264,6 +275,34 @@ def _global_batch(partitioner, local: dict) -> dict:
           for k, v in local.items()}
 
 
+def _holds_a_model(path: str) -> bool:
+  """Whether the loader would find a model at `path` (any format it reads)."""
+  if checkpoints.is_checkpoint(path) or checkpoints.latest(path):
+    return True
+  try:
+    loader.load(path)
+  except FileNotFoundError:
+    return False
+  return True
+
+
+def _warn_inert_t5x_arguments(use_hardware_rng, summarize_config_fn, inference_evaluator_cls,
+                              infer_eval_dataset_cfg) -> None:
+  """One warning naming the T5X arguments given that have no effect here."""
+  inert = []
+  if use_hardware_rng:
+    inert.append('use_hardware_rng (JAX\'s default PRNG is used: runs are repeatable)')
+  # gin hands over its configurable wrapper of the function; compare what it wraps.
+  if summarize_config_fn is not None and (
+      inspect.unwrap(summarize_config_fn) is not gin_utils.summarize_gin_config):
+    inert.append('summarize_config_fn (the operative config is written to MODEL_DIR/config.gin)')
+  if inference_evaluator_cls is not None and infer_eval_dataset_cfg is not None:
+    inert.append('inference_evaluator_cls (infer_eval metrics go to metrics.jsonl and '
+                 'TensorBoard; seqio.Evaluator\'s loggers are not used)')
+  if inert:
+    logging.warning('T5X train arguments with no effect here: %s', '; '.join(inert))
+
+
 def draw_seed() -> int:
   """A random int32 seed, process 0's on every host, logged so a run can be repeated."""
   seed = np.int32(int.from_bytes(os.urandom(4), 'little') & 0x7FFFFFFF)
@@ -285,7 +324,18 @@ def _restore_or_init(trainer, ckpt, checkpoint_cfg, seed):
                                    opt_state=opt_state)
     logging.info('restored step %d from %s', step, ckpt.model_dir)
     return state, position, 'model_dir'
-  path = checkpoint_cfg.restore.path if checkpoint_cfg.restore else None
+  restore = checkpoint_cfg.restore
+  path = restore.path if restore else None
+  if path and restore.fallback_to_scratch and not _holds_a_model(path):
+    logging.warning('INITIAL_CHECKPOINT_PATH %s holds no model; starting from scratch '
+                    '(utils.RestoreCheckpointConfig.fallback_to_scratch = True)', path)
+    path = None
+  if path and restore.dtype and (jax.numpy.dtype(restore.dtype)
+                                 != jax.numpy.dtype(trainer.model.config.param_dtype)):
+    logging.warning('utils.RestoreCheckpointConfig.dtype = %r has no effect on training: '
+                    'parameters are cast to the model\'s param_dtype %r (set '
+                    'network.T5Config.param_dtype to train in another dtype).',
+                    restore.dtype, trainer.model.config.param_dtype)
   if path:
     params = _restore_initial_sharded(path, trainer)
     if params is None:  # another format or layout: read on the host, convert, shard
@@ -365,7 +415,7 @@ def _check_writable(model_dir: str) -> None:
 def _write_config(model_dir: str) -> None:
   if jax.process_index() != 0:
     return
-  fs_utils.write_atomic(os.path.join(model_dir, 'config.gin'), gin_utils.operative_config())
+  gin_utils.summarize_gin_config(model_dir)
 
 
 def _write_vocabulary(model_dir: str, model: models.EncoderDecoderModel) -> None:

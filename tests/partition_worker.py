@@ -16,7 +16,7 @@ from t5x import trainer
 
 def run(num_partitions, param_dims, devices, steps=3, zero=False):
   rules = partitioning.standard_logical_axis_rules(parameter_partitioning_dims=param_dims)
-  part = partitioning.PjitPartitioner(num_partitions, rules, devices=devices)
+  part = partitioning.PjitPartitioner(num_partitions, logical_axis_rules=rules, devices=devices)
   model = train_helpers.tiny_model(dropout_rate=0.1)
   t = trainer.Trainer(model, part, num_microbatches=2, shard_optimizer_state_over_data=zero)
   state = t.init_state(jax.random.PRNGKey(0))

@@ -109,7 +109,7 @@ def test_optimizer_state_shards_like_the_adapters():
   # On a 1x1 mesh the specs still name mesh axes, so the mapping can be read off.
   rules = partitioning.standard_logical_axis_rules(parameter_partitioning_dims=2)
   t = trainer.Trainer(train_helpers.tiny_model(optimizers.adamw(), **LORA),
-                      partitioning.PjitPartitioner(1, rules))
+                      partitioning.PjitPartitioner(1, logical_axis_rules=rules))
   params = {k: v.spec for k, v in model_config.flatten(t.state_shardings.params).items()}
   assert params['encoder/layers_0/attention/query/lora_a'] == jax.sharding.PartitionSpec('data', None)
   checked = 0

@@ -288,3 +288,26 @@ def test_random_seed_none_draws_and_logs_a_seed(tmp_path, caplog):
   for a, b in zip(jax.tree_util.tree_leaves(jax.device_get(state.params)),
                   jax.tree_util.tree_leaves(jax.device_get(again.params))):
     assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+
+
+def test_t5x_save_and_restore_settings(tmp_path, caplog):
+  """SaveCheckpointConfig.checkpoint_steps and .dtype; RestoreCheckpointConfig.fallback_to_scratch."""
+  save = utils.SaveCheckpointConfig(period=4, use_async=False, checkpoint_steps=(1,),
+                                    dtype='bfloat16')
+  train_helpers.numpy_run(tmp_path / 'a', steps=4, checkpoint_cfg=utils.CheckpointConfig(save=save))
+  assert checkpoints.steps(str(tmp_path / 'a')) == [1, 4]
+  stored = model_config.flatten(checkpoints.restore_target(str(tmp_path / 'a' / 'checkpoint_4')))
+  assert {str(v.dtype) for v in stored.values()} == {'bfloat16'}
+
+  empty = tmp_path / 'nothing_here'
+  empty.mkdir()
+  restore = utils.RestoreCheckpointConfig(str(empty), fallback_to_scratch=True)
+  with caplog.at_level(logging.WARNING):
+    state = train_helpers.numpy_run(tmp_path / 'b', steps=1, checkpoint_cfg=utils.CheckpointConfig(
+        save=utils.SaveCheckpointConfig(period=1, use_async=False), restore=restore))
+  assert int(state.step) == 1 and 'holds no model; starting from scratch' in caplog.text
+  with pytest.raises(FileNotFoundError, match='nothing_here: found no model'):
+    train_helpers.numpy_run(tmp_path / 'c', steps=1, checkpoint_cfg=utils.CheckpointConfig(
+        restore=utils.RestoreCheckpointConfig(str(empty))))
+  with pytest.raises(ValueError, match=r"RestoreCheckpointConfig.mode='newest'; use one of"):
+    utils.RestoreCheckpointConfig('x', mode='newest')

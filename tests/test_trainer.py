@@ -87,11 +87,32 @@ def test_logical_axis_rules_table():
   for name in ('length', 'relpos_buckets', 'layers'):
     assert one[name] is None
   part = partitioning.PjitPartitioner(
-      1, partitioning.standard_logical_axis_rules(parameter_partitioning_dims=2))
+      1, logical_axis_rules=partitioning.standard_logical_axis_rules(
+          parameter_partitioning_dims=2))
   assert tuple(part.mesh_axes(('embed', 'mlp'))) == ('data', 'model')
   assert tuple(part.mesh_axes(('batch', 'length', 'embed'))) == ('data', None, None)
   with pytest.raises(ValueError, match='num_partitions=2 does not divide the 1 devices'):
     partitioning.PjitPartitioner(2)
+
+
+def test_model_parallel_submesh_sets_the_model_axis():
+  """T5X's (x, y, z, core) tile: its product of devices form 'model'. On chips with
+  coordinates each data row is one such tile of the slice."""
+  assert partitioning.PjitPartitioner(None, model_parallel_submesh=(1, 1, 1, 1)).num_partitions == 1
+  with pytest.raises(ValueError, match=r'model_parallel_submesh=\(1, 2\); it must be 4'):
+    partitioning.PjitPartitioner(None, model_parallel_submesh=(1, 2))
+  with pytest.raises(ValueError, match='num_partitions=4 and model_parallel_submesh'):
+    partitioning.PjitPartitioner(4, model_parallel_submesh=(1, 1, 1, 1))
+
+  class Chip:  # a TPU v4-like chip of a 4x2x1 slice, one core each
+    def __init__(self, i, x, y):
+      self.id, self.coords, self.core_on_chip = i, (x, y, 0), 0
+
+  chips = [Chip(i, x, y) for i, (y, x) in enumerate((y, x) for y in range(2) for x in range(4))]
+  grid = partitioning._tiled_grid(chips, (2, 1, 1, 1))  # pylint: disable=protected-access
+  assert [[c.coords[:2] for c in row] for row in grid] == [
+      [(0, 0), (1, 0)], [(0, 1), (1, 1)], [(2, 0), (3, 0)], [(2, 1), (3, 1)]]
+  assert partitioning._tiled_grid(chips, (3, 1, 1, 1)) is None  # 4 is not a multiple of 3
 
 
 def test_two_dimensional_rules_keep_t5x_order():
@@ -104,11 +125,13 @@ def test_two_dimensional_rules_keep_t5x_order():
   assert embed_rules(1, 2) == ['data', None]
   assert embed_rules(2, 1) == ['model', None]
   assert embed_rules(2, 2) == ['model', 'data', None]
-  both = partitioning.PjitPartitioner(1, partitioning.standard_logical_axis_rules(2, 2))
+  both = partitioning.PjitPartitioner(
+      1, logical_axis_rules=partitioning.standard_logical_axis_rules(2, 2))
   assert tuple(both.mesh_axes(('embed',))) == ('model',)
   assert tuple(both.mesh_axes(('embed', 'mlp'))) == ('data', 'model')
   params_only = partitioning.PjitPartitioner(
-      1, partitioning.standard_logical_axis_rules(parameter_partitioning_dims=2))
+      1, logical_axis_rules=partitioning.standard_logical_axis_rules(
+          parameter_partitioning_dims=2))
   assert tuple(params_only.mesh_axes(('embed',))) == ('data',)
   extra = partitioning.standard_logical_axis_rules(additional_rules=[('expert', 'data')])
   assert extra[-1] == ('expert', 'data')

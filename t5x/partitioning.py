@@ -3,6 +3,7 @@
 `standard_logical_axis_rules` is the one table where mesh axes appear: the network names
 logical axes only, and everything else asks the partitioner for shardings.
 """
+import logging
 from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn

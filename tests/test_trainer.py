@@ -95,9 +95,12 @@ def test_logical_axis_rules_table():
     partitioning.PjitPartitioner(2)
 
 
-def test_model_parallel_submesh_sets_the_model_axis():
+def test_model_parallel_submesh_sets_the_model_axis(caplog):
   """T5X's (x, y, z, core) tile: its product of devices form 'model'. On chips with
   coordinates each data row is one such tile of the slice."""
+  with caplog.at_level('WARNING'):
+    partitioning.PjitPartitioner(1, params_on_devices=False)
+  assert 'params_on_devices=False has no effect' in caplog.text
   assert partitioning.PjitPartitioner(None, model_parallel_submesh=(1, 1, 1, 1)).num_partitions == 1
   with pytest.raises(ValueError, match=r'model_parallel_submesh=\(1, 2\); it must be 4'):
     partitioning.PjitPartitioner(None, model_parallel_submesh=(1, 2))

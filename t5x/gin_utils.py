@@ -30,6 +30,9 @@ _PACKAGE = pathlib.Path(__file__).resolve().parent
 DEFAULT_SEARCH_PATHS = (
     _PACKAGE.parent / 'gin',   # a source checkout
     _PACKAGE / 'gin',          # an installed package (setup.py copies gin/ here)
+    # T5X's paths, e.g. 't5x/examples/t5/t5_1_1/base.gin': the folder holding the package
+    # (T5X's scripts search the same one).
+    _PACKAGE.parent,
 )
 
 

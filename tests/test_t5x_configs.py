@@ -1,12 +1,17 @@
-"""T5X's own run configs (../shared/t5x_configs, read in place) drive `t5x train`: their
-`import __main__ as train_script` resolves, and every binding they make is accepted."""
+"""T5X's own gin files (../shared/t5x_configs, read in place) drive this project: a T5X
+model file with T5X's `runs/finetune.gin` trains through `python -m t5x.train`, and every
+model file at T5X's paths (T5X's and this project's `t5x/examples/t5/...`) builds."""
 import json
-import logging
+import subprocess
+import sys
 
 import gin
 import pytest
 
-from t5x import launch
+from conftest import ENV, ROOT
+from t5x import adafactor
+from t5x import gin_utils
+from t5x import model_config
 
 # What a T5X user adds for a task of this project: its module and vocabulary.
 TASK_GIN = """
@@ -17,40 +22,74 @@ vocabularies.task_vocabulary.name = 'quickstart'
 VOCABULARY = @vocabularies.quickstart_vocabulary()
 NUM_EMBEDDINGS = 384
 """
+# T5X's model files in ../shared and the sizes they set (T5X's numbers).
+T5X_MODEL_FILES = {'tiny': (8, 4, 3, 16, 2), 'small': (512, 6, 64, 1024, 8),
+                   'base': (768, 12, 64, 2048, 12)}
 
 
-@pytest.fixture
-def clean_gin():
-  yield
-  gin.clear_config()
-
-
-def test_t5x_finetune_gin_trains_three_steps(shared_dir, tmp_path, caplog, clean_gin):
+@pytest.mark.slow
+def test_t5x_tiny_with_t5x_finetune_gin_trains_three_steps(shared_dir, tmp_path):
   task_gin = tmp_path / 'task.gin'
   task_gin.write_text(TASK_GIN)
   model_dir = tmp_path / 'model'
-  with caplog.at_level(logging.WARNING):
-    launch.run('train', [
-        '--gin_file=models/t5_1_1/tiny.gin',
-        f'--gin_file={shared_dir}/t5x_configs/configs/runs/finetune.gin',
-        f'--gin_file={task_gin}',
-        f'--gin.MODEL_DIR="{model_dir}"', '--gin.MIXTURE_OR_TASK_NAME="copoet_instructions"',
-        "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 24}", '--gin.TRAIN_STEPS=3',
-        '--gin.INITIAL_CHECKPOINT_PATH=None', '--gin.USE_CACHED_TASKS=False',
-        '--gin.BATCH_SIZE=8', '--gin.EVAL_STEPS=2', '--alsologtostderr'])
+  configs = shared_dir / 't5x_configs'
+  proc = subprocess.run(
+      [sys.executable, '-m', 't5x.train', f'--gin_search_paths={configs}',
+       '--gin_file=examples/t5/t5_1_1/tiny.gin', '--gin_file=configs/runs/finetune.gin',
+       f'--gin_file={task_gin}', f'--gin.MODEL_DIR="{model_dir}"',
+       '--gin.MIXTURE_OR_TASK_NAME="copoet_instructions"',
+       "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 24}", '--gin.TRAIN_STEPS=3',
+       '--gin.INITIAL_CHECKPOINT_PATH=None', '--gin.USE_CACHED_TASKS=False',
+       '--gin.BATCH_SIZE=8', '--gin.EVAL_STEPS=2', '--alsologtostderr'],
+      cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
   assert (model_dir / 'checkpoint_3').is_dir()  # T5X saves every 5000 steps and at the end
   with open(model_dir / 'metrics.jsonl') as f:
-    records = [json.loads(line) for line in f]
-  splits = {(r['step'], r['split']) for r in records}
+    splits = {(r['step'], r['split']) for r in map(json.loads, f)}
   assert {(3, 'train'), (3, 'training_eval')} <= splits
   # T5X's infer_eval config (lengths None: SeqIO computes them) ran at the final step;
   # copoet_instructions has no metric functions (`t5x score` scores it), so SeqIO says so.
-  assert 'No eval task with valid split and metric fn found' in caplog.text
+  assert 'No eval task with valid split and metric fn found' in proc.stderr
   # T5X's RANDOM_SEED = None draws a seed; its evaluator class is named as inert here.
-  assert 'RANDOM_SEED is None: drew seed' in caplog.text
-  assert 'T5X train arguments with no effect here: inference_evaluator_cls' in caplog.text
-  assert 'summarize_config_fn' not in caplog.text  # it writes config.gin here
-  # The run's config.gin names the real module, so it reads back outside `t5x train`.
+  assert 'RANDOM_SEED is None: drew seed' in proc.stderr
+  assert 'T5X train arguments with no effect here: inference_evaluator_cls' in proc.stderr
+  assert 'summarize_config_fn' not in proc.stderr  # it writes config.gin here
+  # The run's config.gin names the real modules, so it reads back outside `t5x train`;
+  # T5X's network sizes and T5X's Adafactor are what trained.
   config = (model_dir / 'config.gin').read_text()
   assert 'import t5x.train as train_script' in config and '__main__' not in config
-  assert 'train_script.train.relative_steps = %TRAIN_STEPS_RELATIVE' in config
+  assert 'OPTIMIZER = @adafactor.Adafactor()' in config
+  fields = gin_utils.config_from_gin(str(model_dir / 'config.gin'))
+  assert (fields['emb_dim'], fields['head_dim'], fields['mlp_dim']) == (8, 3, 16)
+
+
+def _model(files, search_paths=()):
+  """The EncoderDecoderModel a model gin file builds (gin parsed afresh, then cleared)."""
+  gin.clear_config()
+  try:
+    gin_utils.parse(files, ['DROPOUT_RATE = 0.0'], search_paths)
+    return gin.query_parameter('%MODEL').scoped_configurable_fn()
+  finally:
+    gin.clear_config()
+
+
+@pytest.mark.parametrize('size', sorted(T5X_MODEL_FILES))
+def test_t5x_model_files_build(shared_dir, size):
+  model = _model([f'examples/t5/t5_1_1/{size}.gin'], [str(shared_dir / 't5x_configs')])
+  cfg = model.module.config
+  assert isinstance(model.optimizer_def, adafactor.Adafactor)
+  emb, heads, head_dim, mlp, layers = T5X_MODEL_FILES[size]
+  assert (cfg.emb_dim, cfg.num_heads, cfg.head_dim, cfg.mlp_dim, cfg.num_encoder_layers,
+          cfg.num_decoder_layers) == (emb, heads, head_dim, mlp, layers, layers)
+  assert model_config.count_params(cfg) > 0  # the whole model built abstractly
+
+
+@pytest.mark.parametrize('path', sorted(
+    str(p.relative_to(ROOT)) for p in (ROOT / 't5x' / 'examples' / 't5').glob('*/*.gin')))
+def test_model_files_at_t5x_paths_equal_the_project_files(path):
+  """t5x/examples/t5/FAMILY/SIZE.gin is models/FAMILY/SIZE.gin with T5X's Adafactor."""
+  family, size = path.split('/')[-2], path.split('/')[-1]
+  ours, theirs = _model([f'models/{family}/{size}']), _model([path])
+  assert theirs.module.config == ours.module.config
+  assert isinstance(theirs.optimizer_def, adafactor.Adafactor)
+  assert theirs.optimizer_def.logical_factor_rules == adafactor.standard_logical_factor_rules()

@@ -93,3 +93,22 @@ def test_model_files_at_t5x_paths_equal_the_project_files(path):
   assert theirs.module.config == ours.module.config
   assert isinstance(theirs.optimizer_def, adafactor.Adafactor)
   assert theirs.optimizer_def.logical_factor_rules == adafactor.standard_logical_factor_rules()
+
+
+def test_t5x_macros_reach_their_bindings():
+  """T5X's macros in this project's run configs do what they do in T5X's."""
+  gin.clear_config()
+  try:
+    gin_utils.parse(['quickstart.gin'], [
+        'EVAL_STEPS = 3', "MIXTURE_OR_TASK_MODULE = 't5x_tasks.haiku'",
+        'USE_HARDWARE_RNG = True', 'TRAIN_STEPS_RELATIVE = 5', 'RANDOM_SEED = None'])
+    def value(selector):  # a binding to a macro -> the macro's value
+      bound = gin.query_parameter(selector)
+      return gin.query_parameter(str(bound)) if str(bound).startswith('%') else bound
+    train = lambda name: value(f'train_script.train.{name}')
+    assert (train('eval_steps'), train('relative_steps'), train('random_seed')) == (3, 5, None)
+    assert train('use_hardware_rng') is True
+    for scope in ('train', 'train_eval'):
+      assert value(f'{scope}/utils.DatasetConfig.module') == 't5x_tasks.haiku', scope
+  finally:
+    gin.clear_config()

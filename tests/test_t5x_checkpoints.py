@@ -138,3 +138,9 @@ def test_initial_step_of_each_kind_of_path(t5x_orbax, shared_dir, tmp_path):
   assert train.initial_step(str(legacy / 'checkpoint')) == 1000
   assert train.initial_step(str(tmp_path)) == 0  # e.g. a Hugging Face folder
 
+
+
+def test_export_hf_of_a_t5x_model_dir(t5x_orbax, step3, tmp_path):
+  from t5x.conversion import converters
+  converters.export_hf(str(t5x_orbax), str(tmp_path / 'hf'))  # verifies against transformers
+  _equal_bits(model_config.flatten(t5x.load(str(tmp_path / 'hf')).params), step3[0])

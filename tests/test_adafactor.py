@@ -180,6 +180,7 @@ def _t5x_adafactor():
                              logical_factor_rules=adafactor.standard_logical_factor_rules())
 
 
+@pytest.mark.slow  # a training loop with checkpoints, or reads one
 def test_trainer_uses_it_and_resumes_bit_for_bit(tmp_path):
   """In the trainer: on the plain tiny model (no matrix reaches min_dim_size_to_factor)
   it trains bit for bit as optax's Adafactor does; a scanned run resumed from its step-2

@@ -61,6 +61,7 @@ def test_initial_checkpoint_starts_from_its_parameters(t5x_orbax, step3, tmp_pat
   _equal_bits(model_config.flatten(jax.device_get(params)), step3[0])
 
 
+@pytest.mark.slow  # a training loop with checkpoints, or reads one
 def test_model_dir_resumes_bit_for_bit_then_trains(t5x_orbax, step3, tmp_path, caplog):
   model_dir = tmp_path / 'model'
   shutil.copytree(t5x_orbax, model_dir)  # training writes beside T5X's checkpoints
@@ -108,6 +109,7 @@ def _from_initial(model_dir, path, steps, **kw):
           restore=utils.RestoreCheckpointConfig(str(path))), **kw)
 
 
+@pytest.mark.slow  # a training loop with checkpoints, or reads one
 def test_legacy_step_1000_with_train_steps_1001_runs_one_step(shared_dir, tmp_path):
   legacy = shared_dir / 'fixtures' / 't5x' / 't5x_legacy_step1000' / 'checkpoint_1000'
   state = _from_initial(tmp_path / 'model', legacy, 1001)
@@ -117,6 +119,7 @@ def test_legacy_step_1000_with_train_steps_1001_runs_one_step(shared_dir, tmp_pa
     assert [r['step'] for r in map(json.loads, f) if r['split'] == 'train'] == [1001]
 
 
+@pytest.mark.slow  # a training loop with checkpoints, or reads one
 def test_relative_steps_count_from_the_initial_step(t5x_orbax, tmp_path):
   state = _from_initial(tmp_path / 'model', t5x_orbax / 'checkpoint_3', 1, relative_steps=2)
   assert int(state.step) == 5

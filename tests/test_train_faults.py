@@ -158,6 +158,7 @@ def test_damaged_newest_checkpoint_is_moved_aside_and_the_step_saved_again(tmp_p
   assert len(list(tmp_path.glob('checkpoint_*.corrupt-*'))) == 1
 
 
+@pytest.mark.slow  # a training loop with checkpoints, or reads one
 def test_no_readable_checkpoint_is_an_error_that_moves_nothing(tmp_path):
   _run(tmp_path, 4)
   for step in (2, 4):

@@ -119,6 +119,7 @@ def six_steps(tmp_path_factory) -> pathlib.Path:
   return model_dir
 
 
+@pytest.mark.slow  # a training loop with checkpoints, or reads one
 def test_unreadable_newest_checkpoint_falls_back_with_a_warning(six_steps, tmp_path, caplog):
   tmp_path = shutil.copytree(six_steps, tmp_path / 'model')  # damaged below: a copy
   assert checkpoints.steps(str(tmp_path)) == [2, 4, 6]
@@ -160,6 +161,7 @@ def _poisoned():
                         loss_normalizing_factor='NUM_REAL_TARGET_TOKENS')
 
 
+@pytest.mark.slow  # a training loop with checkpoints, or reads one
 def test_nan_loss_stops_or_skips(tmp_path):
   batches = train_helpers.numpy_dataset()
 
@@ -207,6 +209,7 @@ def test_engine_imports_without_tensorflow():
   subprocess.run([sys.executable, '-c', code], check=True, env=ENV, timeout=120)
 
 
+@pytest.mark.slow  # a training loop with checkpoints, or reads one
 def test_keep_last_n_checkpoints(tmp_path):
   cfg = utils.DatasetConfig('numpy', {}, 'train', 8, True, 0)
   train.train(model=train_helpers.tiny_model(), train_dataset_cfg=cfg,
@@ -238,6 +241,7 @@ def _assert_same_params(state, expected):
     np.testing.assert_array_equal(got[key], np.asarray(want[key], np.float32))
 
 
+@pytest.mark.slow  # a training loop with checkpoints, or reads one
 def test_initial_checkpoint_from_each_format(six_steps, tmp_path, shared_dir):
   # Our own MODEL_DIR (a finished run) ...
   ours = checkpoints.restore_target(str(six_steps / 'checkpoint_6'))
@@ -265,6 +269,7 @@ def test_initial_checkpoint_from_each_format(six_steps, tmp_path, shared_dir):
   assert int(start.step) == 0  # a Hugging Face folder has no step
 
 
+@pytest.mark.slow  # a training loop with checkpoints, or reads one
 def test_model_dir_checkpoint_wins_over_initial_checkpoint(six_steps, tmp_path):
   # MODEL_DIR holds checkpoint 2 only (a copy of the 6-step run's); the initial one is 6.
   shutil.copytree(six_steps, tmp_path / 'run', ignore=shutil.ignore_patterns('checkpoint_[46]'))
@@ -274,12 +279,14 @@ def test_model_dir_checkpoint_wins_over_initial_checkpoint(six_steps, tmp_path):
   _assert_same_params(resumed, checkpoints.restore_target(str(tmp_path / 'run' / 'checkpoint_2')))
 
 
+@pytest.mark.slow  # a training loop with checkpoints, or reads one
 def test_initial_checkpoint_of_another_shape_names_the_parameter(six_steps, tmp_path):
   message = f"{six_steps}: parameter 'decoder/decoder_norm/scale' has shape (32,), expected (16,)"
   with pytest.raises(ValueError, match=re.escape(message)):
     _start_from(str(six_steps), tmp_path / 'x', train_helpers.tiny_model(emb_dim=16))
 
 
+@pytest.mark.slow  # a training loop with checkpoints, or reads one
 def test_random_seed_none_draws_and_logs_a_seed(tmp_path, caplog):
   with caplog.at_level(logging.WARNING):
     state = train_helpers.numpy_run(tmp_path / 'a', steps=1, random_seed=None)
@@ -290,6 +297,7 @@ def test_random_seed_none_draws_and_logs_a_seed(tmp_path, caplog):
     assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
 
 
+@pytest.mark.slow  # a training loop with checkpoints, or reads one
 def test_t5x_save_and_restore_settings(tmp_path, caplog):
   """SaveCheckpointConfig.checkpoint_steps and .dtype; RestoreCheckpointConfig.fallback_to_scratch."""
   save = utils.SaveCheckpointConfig(period=4, use_async=False, checkpoint_steps=(1,),

@@ -53,7 +53,7 @@ setuptools.setup(
     package_dir={'t5x.gin': 'gin'},
     package_data={'t5x.gin': ['*.gin', '*/*.gin', '*/*/*.gin'],
                   't5x.examples.t5': ['*.gin'],
-                  **{f't5x.examples.t5.{family}': ['*.gin'] for family in ('t5_1_0', 't5_1_1', 'mt5')},
+                  **{f't5x.examples.t5.{family}': ['*.gin'] for family in ('t5_1_0', 't5_1_1', 'mt5', 'byt5')},
                   't5x_cli': ['web/*/*'],
                   't5x_tasks': ['data/*.md', 'data/*.txt', 'data/*.parquet', 'data/*/*',
                                 'data/*/*/*', 'data/*/*/*/*', 'web/*/*']},

@@ -15,7 +15,9 @@ SIZE_FILES = sorted(str(p.relative_to(GIN_DIR)) for p in (GIN_DIR / 'models').gl
 EXPECTED_FILES = (
     [f'models/t5_1_1/{s}.gin' for s in ('tiny', 'small', 'base', 'large', 'xl', 'xxl')]
     + [f'models/t5_1_0/{s}.gin' for s in ('small', 'base', 'large', '3B', '11B')]
-    + [f'models/mt5/{s}.gin' for s in ('small', 'base', 'large', 'xl', 'xxl')])
+    + [f'models/mt5/{s}.gin' for s in ('small', 'base', 'large', 'xl', 'xxl')]
+    + [f'models/byt5/{s}.gin' for s in ('small', 'base', 'large', 'xl', 'xxl')])
+VOCAB_SIZES = {'mt5': 250112, 'byt5': 384}  # the other families: 32128
 
 
 def config_from_gin(name: str) -> network.T5Config:
@@ -46,7 +48,7 @@ def test_every_size_has_a_gin_file():
 @pytest.mark.parametrize('name', SIZE_FILES)
 def test_parameter_count_equals_transformers(name):
   cfg = config_from_gin(name)
-  assert cfg.vocab_size == (250112 if '/mt5/' in name else 32128)
+  assert cfg.vocab_size == VOCAB_SIZES.get(name.split('/')[1], 32128)
   ours = model_config.count_params(cfg)
   assert ours == _transformers_count(cfg)
 
@@ -56,3 +58,7 @@ def test_known_published_sizes():
   assert 11.2e9 < model_config.count_params(config_from_gin('models/t5_1_0/11B.gin')) < 11.4e9
   assert 2.8e9 < model_config.count_params(config_from_gin('models/t5_1_0/3B.gin')) < 2.9e9
   assert 12.8e9 < model_config.count_params(config_from_gin('models/mt5/xxl.gin')) < 13.0e9
+  # ByT5 (Xue et al. 2022, table 1): small 300M, base 582M, xxl 12.9B.
+  assert 0.29e9 < model_config.count_params(config_from_gin('models/byt5/small.gin')) < 0.31e9
+  assert 0.57e9 < model_config.count_params(config_from_gin('models/byt5/base.gin')) < 0.59e9
+  assert 12.8e9 < model_config.count_params(config_from_gin('models/byt5/xxl.gin')) < 13.0e9

@@ -137,6 +137,34 @@ def restore_target_sharded(path: str, abstract_params: Any) -> Any:
   return ocp.StandardCheckpointer().restore(target, abstract_params)
 
 
+class ModelMismatch(ValueError):
+  """A readable checkpoint whose parameters are not this model's (another config)."""
+
+
+def check_matches(path: str, abstract_params: Any) -> None:
+  """Raises ModelMismatch naming the first parameter that the checkpoint at `path` lacks,
+  holds in another shape, or holds beyond the model's."""
+  stored = target_shapes(path)
+  if not stored:  # emptied or torn metadata: damage, not another model
+    raise ValueError(f'{path}: its metadata lists no parameters')
+  wanted = {k: tuple(v.shape) for k, v in model_config.flatten(abstract_params).items()}
+  problem = None
+  for key, shape in wanted.items():
+    if key not in stored:
+      problem = f'it has no parameter {key!r} (shape {shape})'
+    elif stored[key] != shape:
+      problem = f'its parameter {key!r} has shape {stored[key]}, the model\'s is {shape}'
+    if problem:
+      break
+  extra = sorted(set(stored) - set(wanted))
+  if problem is None and extra:
+    problem = f'it holds parameter {extra[0]!r}, which the model lacks'
+  if problem:
+    raise ModelMismatch(
+        f'{path} does not match this run\'s model: {problem}. Resume with the model that '
+        'wrote it (its MODEL_DIR/config.gin), or train the new model in another MODEL_DIR.')
+
+
 def cast_floating(tree: Any, dtype: str) -> Any:
   """Floating leaves of `tree` in `dtype` (on their devices, shardings kept)."""
   target = jax.numpy.dtype(dtype)
@@ -215,26 +243,33 @@ class TrainCheckpointer:
     and, once an older one has been read, moved aside to `checkpoint_<step>.corrupt-<UTC
     time>` (named in the warning), so that the re-run can save those steps again. None
     only when MODEL_DIR holds no checkpoint. Raises, moving nothing, if checkpoints exist
-    but none can be read: a run never silently restarts from scratch.
+    but none can be read: a run never silently restarts from scratch. When none matches
+    this model's parameters (another config), ModelMismatch names the first parameter.
     """
     found = steps(self.model_dir)
     scalar = np.zeros((), np.int64)
     abstract_state = {'step': scalar, 'opt_state': abstract_opt_state, 'input_position': scalar}
     damaged = []  # (path, reason), newest first
+    mismatches = []  # ModelMismatch of each checkpoint whose metadata is not this model's
     for step in reversed(found):
       error = None
       path = checkpoint_dir(self.model_dir, step)
       try:
+        check_matches(path, abstract_params)
         if layouts.layout(path) == layouts.T5X:
           restored = self._restore_t5x(path, abstract_params, abstract_opt_state)
         else:
           restored = self._manager.restore(step, args=ocp.args.Composite(
               target=ocp.args.StandardRestore(abstract_params),
               state=ocp.args.StandardRestore(abstract_state)))
-      except layouts.OptimizerMismatch:  # readable, but not by this optimizer: no fall-back
+      except layouts.OptimizerMismatch:  # readable, but not by this run's optimizer
         raise
       except Exception as e:  # orbax/tensorstore raise many types for damaged files
         error = e
+        # Another model's checkpoint, or damaged metadata: told apart below, once every
+        # checkpoint has been tried.
+        if isinstance(e, ModelMismatch):
+          mismatches.append(e)
       # Hosts read different shards: all of them fall back together or none does.
       if _any_host(error is not None):
         path = checkpoint_dir(self.model_dir, step)
@@ -259,6 +294,8 @@ class TrainCheckpointer:
             'reads: expected Orbax folders with a `target` item (this project) or a `state` '
             'item (T5X). A pre-Orbax T5X checkpoint can start a run as '
             'INITIAL_CHECKPOINT_PATH; otherwise move the folders out of MODEL_DIR.')
+    if mismatches and len(mismatches) == len(damaged):
+      raise mismatches[0]  # every checkpoint is readable, none is this model's
     if damaged:
       raise RuntimeError(
           f'no checkpoint in {self.model_dir} could be read: '

@@ -147,3 +147,17 @@ def test_export_hf_of_a_t5x_model_dir(t5x_orbax, step3, tmp_path):
   from t5x.conversion import converters
   converters.export_hf(str(t5x_orbax), str(tmp_path / 'hf'))  # verifies against transformers
   _equal_bits(model_config.flatten(t5x.load(str(tmp_path / 'hf')).params), step3[0])
+
+
+def test_a_checkpoint_of_another_model_names_the_first_parameter(t5x_orbax):
+  """Read in place (nothing is written): the mismatch is found from the metadata alone."""
+  for kw, message in (
+      (dict(mlp_dim=256), r"checkpoint_3 does not match this run's model: its parameter "
+       r"'decoder/layers_0/mlp/wi_0/kernel' has shape \(64, 128\), the model's is \(64, 256\)"),
+      (dict(num_decoder_layers=3), r"it has no parameter 'decoder/layers_2/"),
+      (dict(num_decoder_layers=1), r"it holds parameter 'decoder/layers_1/.*', which the model lacks")):
+    tr = trainer.Trainer(train_helpers.tiny_model(_t5x_model().optimizer_def, **{**FIXTURE_NETWORK, **kw}),
+                         partitioning.PjitPartitioner(1))
+    with pytest.raises(checkpoints.ModelMismatch, match=message):
+      checkpoints.TrainCheckpointer(str(t5x_orbax), use_async=False).restore_latest(
+          tr.abstract_state.params, tr.abstract_state.opt_state)

@@ -125,8 +125,8 @@ def train(*, model: models.EncoderDecoderModel, train_dataset_cfg: utils.Dataset
           not only_missing or _missing(writer, step, 'infer_eval')):
         _infer_eval(writer, model, params, infer_eval_dataset_cfg, decode_options, step)
 
-    if start > 0:  # a kill between a save and its evaluation: evaluate that step first
-      evaluate_step(start, state.params, only_missing=True)
+    if start > 0 and origin == 'model_dir':  # a kill between a save and its evaluation:
+      evaluate_step(start, state.params, only_missing=True)  # evaluate that step first
     if start >= total_steps and origin == 'initial':
       raise ValueError(
           f'INITIAL_CHECKPOINT_PATH is at step {start} and TRAIN_STEPS={total_steps}: steps '
@@ -275,17 +275,6 @@ def _global_batch(partitioner, local: dict) -> dict:
           for k, v in local.items()}
 
 
-def _holds_a_model(path: str) -> bool:
-  """Whether the loader would find a model at `path` (any format it reads)."""
-  if checkpoints.is_checkpoint(path) or checkpoints.latest(path):
-    return True
-  try:
-    loader.load(path)
-  except FileNotFoundError:
-    return False
-  return True
-
-
 def _warn_inert_t5x_arguments(use_hardware_rng, summarize_config_fn, inference_evaluator_cls,
                               infer_eval_dataset_cfg) -> None:
   """One warning naming the T5X arguments given that have no effect here."""
@@ -326,20 +315,24 @@ def _restore_or_init(trainer, ckpt, checkpoint_cfg, seed):
     return state, position, 'model_dir'
   restore = checkpoint_cfg.restore
   path = restore.path if restore else None
-  if path and restore.fallback_to_scratch and not _holds_a_model(path):
-    logging.warning('INITIAL_CHECKPOINT_PATH %s holds no model; starting from scratch '
-                    '(utils.RestoreCheckpointConfig.fallback_to_scratch = True)', path)
-    path = None
   if path and restore.dtype and (jax.numpy.dtype(restore.dtype)
                                  != jax.numpy.dtype(trainer.model.config.param_dtype)):
     logging.warning('utils.RestoreCheckpointConfig.dtype = %r has no effect on training: '
                     'parameters are cast to the model\'s param_dtype %r (set '
                     'network.T5Config.param_dtype to train in another dtype).',
                     restore.dtype, trainer.model.config.param_dtype)
+  params = None
   if path:
-    params = _restore_initial_sharded(path, trainer)
-    if params is None:  # another format or layout: read on the host, convert, shard
-      params = load_initial_params(path, trainer)
+    try:
+      params = _restore_initial_sharded(path, trainer)
+      if params is None:  # another format or layout: read on the host, convert, shard
+        params = load_initial_params(path, trainer)
+    except FileNotFoundError:  # the loader found no model at `path`
+      if not restore.fallback_to_scratch:
+        raise
+      logging.warning('INITIAL_CHECKPOINT_PATH %s holds no model; starting from scratch '
+                      '(utils.RestoreCheckpointConfig.fallback_to_scratch = True)', path)
+  if params is not None:
     state = trainer.state_from_params(params)
     step = initial_step(path)
     if step:  # T5X: the initial checkpoint's step carries over (steps are absolute)

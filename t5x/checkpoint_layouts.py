@@ -85,9 +85,10 @@ def restore_train_state(path: str, abstract_params: Any, abstract_opt_state: Any
         'with INITIAL_CHECKPOINT_PATH.')
   slots = found[0]
   if len(jax.tree_util.tree_leaves(abstract_opt_state)) != len(jax.tree_util.tree_leaves(slots)):
-    raise OptimizerMismatch(f'{path}: this run\'s optimizer keeps state beside T5X\'s Adafactor '
-                     '(a T5X checkpoint has none to restore it from); resume with OPTIMIZER = '
-                     '@adafactor.Adafactor() alone.')
+    raise OptimizerMismatch(
+        f'{path}: this run\'s optimizer keeps state beside T5X\'s Adafactor (a T5X '
+        'checkpoint has none to restore it from); resume with OPTIMIZER = '
+        '@adafactor.Adafactor() alone.')
   abstract = {'target': abstract_params,
               'state': {'step': slots.step, 'param_states': slots.param_states}}
   restored = _partial_restore(path, abstract, jax.tree_util.tree_map(_array_args, abstract))

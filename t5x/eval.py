@@ -25,15 +25,18 @@ from t5x import run_checks
 from t5x.examples.t5.network import Transformer
 
 
-def evaluate(*, checkpoint_path: str, mixture_or_task_name: str, task_feature_lengths: dict,
+def evaluate(*, checkpoint_path: str, mixture_or_task_name: str,
+             task_feature_lengths: Optional[dict],
              output_dir: str, split: str = 'test', batch_size: int = 32,
              decode_options: decoding.DecodeOptions = decoding.DecodeOptions(),
              all_checkpoints: bool = False, param_dtype: Optional[str] = None
              ) -> dict[int, dict]:
   """{step: {task: {metric: value}}} for one checkpoint, or for every checkpoint of a
   MODEL_DIR when `all_checkpoints` (oldest first). `param_dtype='bfloat16'` halves
-  parameter memory."""
-  run_checks.check_feature_lengths(task_feature_lengths)
+  parameter memory. `task_feature_lengths=None` (T5X's eval default) lets SeqIO use the
+  longest example of each feature."""
+  if task_feature_lengths is not None:
+    run_checks.check_feature_lengths(task_feature_lengths)
   if jax.process_count() > 1:
     raise ValueError('t5x eval runs in one process (it decodes on this host\'s devices); '
                      'start it without the multi-host flags, on one worker.')

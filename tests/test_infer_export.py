@@ -75,6 +75,12 @@ def test_eval_applies_the_tasks_metrics(quickstart, tmp_path):
   for metrics in result['metrics'].values():
     assert 0.0 <= metrics['success_rate'] <= 100.0
   assert list((tmp_path / 'inference_eval').rglob('events.out.tfevents.*'))
+  # T5X's TASK_FEATURE_LENGTHS = None: SeqIO takes each feature's longest example.
+  assert cli.main(['eval', '--gin_file=runs/eval.gin', f'--gin.CHECKPOINT_PATH="{model_dir}"',
+                   f'--gin.EVAL_OUTPUT_DIR="{tmp_path / "auto"}"',
+                   '--gin.MIXTURE_OR_TASK_NAME="copoet"', '--gin.TASK_FEATURE_LENGTHS=None']) == 0
+  auto = json.loads((tmp_path / 'auto' / 'metrics-step800.json').read_text())
+  assert set(auto['metrics']) == set(result['metrics'])
 
 
 def test_export_verifies_and_matches_infer(quickstart, tmp_path, capsys):

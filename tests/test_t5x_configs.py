@@ -63,11 +63,11 @@ def test_t5x_tiny_with_t5x_finetune_gin_trains_three_steps(shared_dir, tmp_path)
   assert (fields['emb_dim'], fields['head_dim'], fields['mlp_dim']) == (8, 3, 16)
 
 
-def _model(files, search_paths=()):
+def _model(files, search_paths=(), bindings=()):
   """The EncoderDecoderModel a model gin file builds (gin parsed afresh, then cleared)."""
   gin.clear_config()
   try:
-    gin_utils.parse(files, ['DROPOUT_RATE = 0.0'], search_paths)
+    gin_utils.parse(files, ['DROPOUT_RATE = 0.0', *bindings], search_paths)
     return gin.query_parameter('%MODEL').scoped_configurable_fn()
   finally:
     gin.clear_config()
@@ -75,9 +75,16 @@ def _model(files, search_paths=()):
 
 @pytest.mark.parametrize('size', sorted(T5X_MODEL_FILES))
 def test_t5x_model_files_build(shared_dir, size):
-  model = _model([f'examples/t5/t5_1_1/{size}.gin'], [str(shared_dir / 't5x_configs')])
+  # Offline, the gs:// vocabulary is overridden the T5X way.
+  spiece = ROOT / 't5x_tasks' / 'data' / 'copoet_sample' / 'spiece.model'
+  model = _model([f'examples/t5/t5_1_1/{size}.gin'], [str(shared_dir / 't5x_configs')],
+                 [f"seqio.SentencePieceVocabulary.sentencepiece_model_file = '{spiece}'"])
   cfg = model.module.config
   assert isinstance(model.optimizer_def, adafactor.Adafactor)
+  vocab = model.input_vocabulary
+  assert vocab.sentencepiece_model_file == str(spiece)
+  # read from that file: its 320 pieces plus the sentinels the model file asks for
+  assert vocab.tokenizer.get_piece_size() == 320 + vocab.extra_ids
   emb, heads, head_dim, mlp, layers = T5X_MODEL_FILES[size]
   assert (cfg.emb_dim, cfg.num_heads, cfg.head_dim, cfg.mlp_dim, cfg.num_encoder_layers,
           cfg.num_decoder_layers) == (emb, heads, head_dim, mlp, layers, layers)

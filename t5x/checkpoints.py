@@ -272,7 +272,6 @@ class TrainCheckpointer:
           mismatches.append(e)
       # Hosts read different shards: all of them fall back together or none does.
       if _any_host(error is not None):
-        path = checkpoint_dir(self.model_dir, step)
         reason = describe_error(error) if error is not None else 'unreadable on another host'
         logging.warning('checkpoint %s could not be read: %s', path, reason)
         damaged.append((path, reason))

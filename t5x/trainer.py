@@ -62,15 +62,12 @@ class Trainer:
     self.param_logical_axes = nn.get_partition_spec(self._boxed)
     optimizer_def = model.optimizer_def or optimizers.adafactor()
     chain = [optax.clip_by_global_norm(max_grad_norm)] if max_grad_norm else []
-    if isinstance(optimizer_def, adafactor.Adafactor):
-      # T5X's Adafactor factors by logical axes; `layers` is a batch axis to it, so
-      # stacked layers are optimized one by one without a wrapper.
+    t5x_adafactor = isinstance(optimizer_def, adafactor.Adafactor)
+    if t5x_adafactor:  # it factors by logical axes; `layers` is a batch axis to it
       optimizer_def.set_param_axes(self.param_logical_axes)
-      tx = optimizer_def(self.learning_rate_fn)
-    else:
-      tx = optimizer_def(self.learning_rate_fn)
-      if model.config.scan_layers:  # stacked layers are still optimized one by one
-        tx = optimizers.per_layer(tx, model.config.param_scan_axis)
+    tx = optimizer_def(self.learning_rate_fn)
+    if model.config.scan_layers and not t5x_adafactor:  # stacked layers one by one
+      tx = optimizers.per_layer(tx, model.config.param_scan_axis)
     self.tx = optax.chain(*chain, tx)
     abstract_params = nn.unbox(self._boxed)
     boxed = model_config.flatten(self._boxed)

@@ -22,6 +22,7 @@ INSTALL_REQUIRES = [
     'ml_dtypes',
     'msgpack',
     'tensorboardX>=2.6',
+    'tensorboard==2.21.0',  # tf.summary for seqio's TensorBoardLogger (T5X's runs/eval.gin)
     'matplotlib>=3.8',
     'tqdm>=4.66',
     # Phonetics for the poetry metrics: both ship their tables (no download at run time).

@@ -120,23 +120,33 @@ def tasks_with_split(mixture_or_task_name: str, split: str) -> list[str]:
   return names
 
 
-def eval_examples(task_name: str, task_feature_lengths, split: str):
-  """([{'inputs', 'input_tokens', 'targets', ids...}], output vocabulary) of one task's
-  split, in order, tokenized and truncated as the task does for TASK_FEATURE_LENGTHS."""
+def eval_examples(task_name: str, task_feature_lengths, split: str, shard: tuple = (0, 1),
+                  use_cached: bool = False, vocabulary_feature: str = 'targets'):
+  """([{'inputs', 'input_tokens', 'targets', 'target_tokens', ids...}], output vocabulary) of
+  one task's split, in order, tokenized and truncated as the task does for
+  TASK_FEATURE_LENGTHS. `shard` = (index, count) keeps SeqIO's shard `index` of `count`
+  (T5X's infer.shard_id / num_shards); `vocabulary_feature` names the output feature
+  whose vocabulary is returned (T5X's output_vocab_feature_name)."""
   seqio = _seqio()
   task = seqio.get_mixture_or_task(task_name)
-  ds = task.get_dataset(dict(task_feature_lengths), split=split, shuffle=False, num_epochs=1)
+  ds = task.get_dataset(dict(task_feature_lengths), split=split, shuffle=False, num_epochs=1,
+                        shard_info=seqio.ShardInfo(index=shard[0], num_shards=shard[1]),
+                        use_cached=use_cached)
   text = lambda v: v.decode('utf-8') if isinstance(v, bytes) else v
   examples = []
   for ex in ds.as_numpy_iterator():
     row = {'inputs': text(ex.get('inputs_pretokenized', b'')),
            'input_tokens': ex['inputs'].tolist(),
-           'targets': text(ex['targets_pretokenized']) if 'targets_pretokenized' in ex else None}
+           'targets': text(ex['targets_pretokenized']) if 'targets_pretokenized' in ex else None,
+           'target_tokens': ex['targets'].tolist() if 'targets' in ex else None}
     for key in ('id', 'instance_id'):
       if key in ex:
         row[key] = text(ex[key])
     examples.append(row)
-  return examples, task.output_features['targets'].vocabulary
+  if vocabulary_feature not in task.output_features:
+    raise ValueError(f'task {task_name!r} has no output feature {vocabulary_feature!r} '
+                     f'(output_vocab_feature_name); it has {sorted(task.output_features)}')
+  return examples, task.output_features[vocabulary_feature].vocabulary
 
 
 def prompt_examples(path: str) -> list[dict]:

@@ -8,7 +8,7 @@ TensorBoard events (`inference_eval/`) under OUTPUT_DIR.
 import json
 import os
 import sys
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import numpy as np
@@ -17,73 +17,118 @@ from t5x import checkpoints
 from t5x import data
 from t5x import decoding
 from t5x import fs_utils
+from t5x import gin_utils
 from t5x import launch
-from t5x import loader
 from t5x import metrics_writer
 from t5x import models
 from t5x import run_checks
+from t5x import script_args
+from t5x import utils
 from t5x.examples.t5.network import Transformer
 
 
-def evaluate(*, checkpoint_path: str, mixture_or_task_name: str,
-             task_feature_lengths: Optional[dict],
-             output_dir: str, split: str = 'test', batch_size: int = 32,
+def evaluate(*, output_dir: str, model: Any = None,
+             dataset_cfg: Optional[utils.DatasetConfig] = None,
+             restore_checkpoint_cfg: Optional[utils.RestoreCheckpointConfig] = None,
+             partitioner: Any = None, inference_evaluator_cls: Any = None,
              decode_options: decoding.DecodeOptions = decoding.DecodeOptions(),
-             all_checkpoints: bool = False, param_dtype: Optional[str] = None
-             ) -> dict[int, dict]:
+             all_checkpoints: bool = False,
+             summarize_config_fn: Optional[Callable[..., Any]] = gin_utils.summarize_gin_config,
+             training_evaluator_cls: Any = None, train_state_initializer_cls: Any = None,
+             train_eval_get_dataset_fn: Any = None, fallback_init_rng: Optional[int] = None,
+             use_orbax: bool = True) -> dict[int, dict]:
   """{step: {task: {metric: value}}} for one checkpoint, or for every checkpoint of a
-  MODEL_DIR when `all_checkpoints` (oldest first). `param_dtype='bfloat16'` halves
-  parameter memory. `task_feature_lengths=None` (T5X's eval default) lets SeqIO use the
-  longest example of each feature."""
-  if task_feature_lengths is not None:
-    run_checks.check_feature_lengths(task_feature_lengths)
+  MODEL_DIR with `restore_checkpoint_cfg.mode='all'` (or `all_checkpoints`), oldest first.
+
+  T5X's `evaluate` arguments: `model` (a gin file's `%MODEL`: its network is used, and
+  the checkpoint must fit it; None: the network the checkpoint describes), `dataset_cfg`
+  (task or mixture, split, batch size; `task_feature_lengths=None`, T5X's eval default,
+  lets SeqIO use the longest example of each feature), `restore_checkpoint_cfg` (path,
+  mode, `dtype='bfloat16'` halves parameter memory), `inference_evaluator_cls` (T5X's
+  `@seqio.Evaluator` with its gin-bound loggers, which write into OUTPUT_DIR as in T5X).
+  The T5X arguments after `summarize_config_fn` are accepted; those given with a value
+  that has no effect here are named in one warning.
+  """
+  if dataset_cfg is None or not dataset_cfg.mixture_or_task_name:
+    raise ValueError('t5x eval: no task to evaluate; set MIXTURE_OR_TASK_NAME '
+                     '(utils.DatasetConfig.mixture_or_task_name).')
+  if dataset_cfg.task_feature_lengths is not None:
+    run_checks.check_feature_lengths(dataset_cfg.task_feature_lengths)
   if jax.process_count() > 1:
     raise ValueError('t5x eval runs in one process (it decodes on this host\'s devices); '
                      'start it without the multi-host flags, on one worker.')
-  if all_checkpoints:
-    paths = [checkpoints.checkpoint_dir(checkpoint_path, s)
-             for s in checkpoints.steps(checkpoint_path)]
+  inert = script_args.dataset_inert(dataset_cfg) + script_args.partitioner_inert(partitioner)
+  for name, value in (('training_evaluator_cls', training_evaluator_cls),
+                      ('train_state_initializer_cls', train_state_initializer_cls),
+                      ('train_eval_get_dataset_fn', train_eval_get_dataset_fn),
+                      ('fallback_init_rng', fallback_init_rng)):
+    if value is not None:
+      inert.append(f'{name} (t5x eval decodes and applies the tasks\' metrics only)')
+  if not use_orbax:
+    inert.append('use_orbax=False (checkpoints are read by their layout)')
+  script_args.warn_inert('eval', inert)
+  path = script_args.restore_path(restore_checkpoint_cfg, 't5x eval')
+  if summarize_config_fn is not None:
+    summarize_config_fn(model_dir=output_dir, summary_writer=None, step=0)
+  if all_checkpoints or restore_checkpoint_cfg.mode == 'all':
+    paths = [checkpoints.checkpoint_dir(path, s) for s in checkpoints.steps(path)]
     if not paths:
-      raise FileNotFoundError(f'{checkpoint_path}: no checkpoint_<step> folders to evaluate')
+      raise FileNotFoundError(f'{path}: no checkpoint_<step> folders to evaluate')
   else:
-    paths = [checkpoint_path]
+    paths = [path]
+  if dataset_cfg.module:
+    data.get_task(dataset_cfg)  # imports the module that registers the task
   results = {}
-  for path in paths:
-    model = loader.load(path, param_dtype)
-    data.bind_task_vocabulary(model.vocabulary_path, model.config.vocab_size,
-                              os.path.join(os.path.dirname(os.path.abspath(model.source)),
+  for checkpoint in paths:
+    loaded = script_args.load_model(checkpoint, restore_checkpoint_cfg.dtype, model)
+    data.bind_task_vocabulary(loaded.vocabulary_path, loaded.config.vocab_size,
+                              os.path.join(os.path.dirname(os.path.abspath(loaded.source)),
                                            'config.gin'))
-    step = checkpoints.step_of(model.source) or 0
+    step = checkpoints.step_of(loaded.source) or 0
     results[step] = evaluate_params(
-        Transformer(model.config), model.params, mixture_or_task_name, task_feature_lengths,
-        output_dir, step, split=split, batch_size=batch_size, decode_options=decode_options)
+        Transformer(loaded.config), loaded.params, dataset_cfg.mixture_or_task_name,
+        dataset_cfg.task_feature_lengths, output_dir, step, split=dataset_cfg.split,
+        batch_size=dataset_cfg.batch_size, decode_options=decode_options,
+        evaluator_cls=inference_evaluator_cls, use_cached=dataset_cfg.use_cached)
   return results
 
 
 def evaluate_params(module: Transformer, params: Any, mixture_or_task_name: str,
-                    task_feature_lengths: dict, output_dir: str, step: int, *,
+                    task_feature_lengths: Optional[dict], output_dir: str, step: int, *,
                     split: str = 'test', batch_size: int = 32,
                     decode_options: decoding.DecodeOptions = decoding.DecodeOptions(),
-                    records: bool = True) -> dict:
+                    records: bool = True, evaluator_cls: Any = None,
+                    log_dir: Optional[str] = None, use_cached: bool = False) -> dict:
   """Metrics of `params` on every task of `mixture_or_task_name` with `split`; also
   written to OUTPUT_DIR as `metrics-step<step>.json`, and, when `records`, appended to
   OUTPUT_DIR/metrics.jsonl and TensorBoard. Used by `t5x eval` and by training's
   `infer_eval_period`, which passes records=False: in a MODEL_DIR, metrics.jsonl and the
-  events are the training run's, written by its own MetricsWriter."""
+  events are the training run's, written by its own MetricsWriter.
+
+  `evaluator_cls` (default seqio.Evaluator) is built as T5X builds it; its loggers, when
+  gin gives it some, write into `log_dir` (default OUTPUT_DIR).
+  """
   seqio = data._seqio()
   data.get_task(data.DatasetConfig(mixture_or_task_name, {}, split, 1, False, None))
-  evaluator = seqio.Evaluator(
-      mixture_or_task_name, seqio.EncDecFeatureConverter(pack=False), eval_split=split,
+  evaluator = (evaluator_cls or seqio.Evaluator)(
+      mixture_or_task_name=mixture_or_task_name,
+      feature_converter=seqio.EncDecFeatureConverter(pack=False), eval_split=split,
+      use_cached=use_cached, log_dir=log_dir or output_dir,
       sequence_length=dict(task_feature_lengths) if task_feature_lengths else None)
   scorer = jax.jit(models.EncoderDecoderModel(module).score_batch)
 
-  def predict_fn(dataset, model_feature_shapes=None):
+  def predict_with_aux_fn(dataset, model_feature_shapes=None):
     del model_feature_shapes
     out = []
     for indices, batch in _batches(dataset, batch_size):
-      tokens, _ = decoding.generate(module, params, batch['encoder_input_tokens'], decode_options)
-      out.extend(zip(indices, np.asarray(tokens)[:, 0].tolist()))
+      tokens, scores = decoding.generate(module, params, batch['encoder_input_tokens'],
+                                         decode_options)
+      tokens, scores = np.asarray(tokens)[:, 0].tolist(), np.asarray(scores)[:, 0].tolist()
+      out.extend((i, (t, {'scores': s})) for i, t, s in zip(indices, tokens, scores))
     return out
+
+  def predict_fn(dataset, model_feature_shapes=None):
+    return [(i, tokens) for i, (tokens, _) in predict_with_aux_fn(dataset, model_feature_shapes)]
 
   def score_fn(dataset, model_feature_shapes=None):
     del model_feature_shapes
@@ -93,9 +138,10 @@ def evaluate_params(module: Transformer, params: Any, mixture_or_task_name: str,
     return out
 
   all_metrics, _ = evaluator.evaluate(compute_metrics=True, step=step, predict_fn=predict_fn,
-                                      score_fn=score_fn)
+                                      score_fn=score_fn, predict_with_aux_fn=predict_with_aux_fn)
   metrics = {task: {k: _number(v) for k, v in values.items()}
              for task, values in all_metrics.result().items()}
+  evaluator.close()  # its loggers flush their files
   _write_json(output_dir, step, metrics, records)
   if records:
     _write_tensorboard(output_dir, step, metrics)

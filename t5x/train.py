@@ -64,9 +64,10 @@ def train(*, model: models.EncoderDecoderModel, train_dataset_cfg: utils.Dataset
   `total_steps` by the restored step plus that many steps (also when resuming MODEL_DIR).
   `random_seed=None` (T5X's RANDOM_SEED = None) draws a seed, the same on every host, and
   logs it; a restart then draws another, as in T5X.
-  T5X's `use_hardware_rng`, `summarize_config_fn` and `inference_evaluator_cls` are
-  accepted; each one that cannot act here is named in a warning (see
-  `_warn_inert_t5x_arguments`).
+  T5X's `use_hardware_rng` and `summarize_config_fn` are accepted; each one that cannot
+  act here is named in a warning (see `_warn_inert_t5x_arguments`).
+  `inference_evaluator_cls` (T5X's `@seqio.Evaluator`) runs the infer_eval tasks; its
+  gin-bound loggers write into MODEL_DIR/inference_eval, as in T5X.
 
   `nan_policy='stop'` ends the run with an error at the first non-finite loss;
   'skip' leaves parameters unchanged on such steps and counts them (`skipped_steps`).
@@ -81,8 +82,7 @@ def train(*, model: models.EncoderDecoderModel, train_dataset_cfg: utils.Dataset
   run_checks.check_train(total_steps, train_dataset_cfg, train_eval_dataset_cfg)
   if random_seed is None:
     random_seed = draw_seed()
-  _warn_inert_t5x_arguments(use_hardware_rng, summarize_config_fn, inference_evaluator_cls,
-                            infer_eval_dataset_cfg)
+  _warn_inert_t5x_arguments(use_hardware_rng, summarize_config_fn)
   if infer_eval_dataset_cfg is not None and infer_eval_period is None:
     infer_eval_period = eval_period  # T5X decodes its infer_eval tasks at each eval
   if relative_steps is not None:
@@ -123,7 +123,8 @@ def train(*, model: models.EncoderDecoderModel, train_dataset_cfg: utils.Dataset
         writer.write(step, 'training_eval', scalars)
       if infer_eval_dataset_cfg is not None and due(step, infer_eval_period) and (
           not only_missing or _missing(writer, step, 'infer_eval')):
-        _infer_eval(writer, model, params, infer_eval_dataset_cfg, decode_options, step)
+        _infer_eval(writer, model, params, infer_eval_dataset_cfg, decode_options, step,
+                    inference_evaluator_cls)
 
     if start > 0 and origin == 'model_dir':  # a kill between a save and its evaluation:
       evaluate_step(start, state.params, only_missing=True)  # evaluate that step first
@@ -235,12 +236,15 @@ def _max_over_hosts(value: int) -> int:
   return int(np.max(multihost_utils.process_allgather(np.int32(value))))
 
 
-def _infer_eval(writer, model, params, cfg: utils.DatasetConfig, decode_options, step: int):
+def _infer_eval(writer, model, params, cfg: utils.DatasetConfig, decode_options, step: int,
+                evaluator_cls=None):
   """Decoding-based metrics of every task of `cfg` at `step`, into MODEL_DIR."""
   metrics = evaluation.evaluate_params(
       model.module, params, cfg.mixture_or_task_name, cfg.task_feature_lengths,
       writer.model_dir, step, split=cfg.split, batch_size=cfg.batch_size,
-      decode_options=decode_options or decoding.DecodeOptions(), records=False)
+      decode_options=decode_options or decoding.DecodeOptions(), records=False,
+      evaluator_cls=evaluator_cls, use_cached=cfg.use_cached,
+      log_dir=os.path.join(writer.model_dir, 'inference_eval'))
   for task, values in metrics.items():
     writer.write(step, 'infer_eval', {f'{task}/{k}': v for k, v in values.items()
                                           if isinstance(v, float)})
@@ -275,8 +279,7 @@ def _global_batch(partitioner, local: dict) -> dict:
           for k, v in local.items()}
 
 
-def _warn_inert_t5x_arguments(use_hardware_rng, summarize_config_fn, inference_evaluator_cls,
-                              infer_eval_dataset_cfg) -> None:
+def _warn_inert_t5x_arguments(use_hardware_rng, summarize_config_fn) -> None:
   """One warning naming the T5X arguments given that have no effect here."""
   inert = []
   if use_hardware_rng:
@@ -285,9 +288,6 @@ def _warn_inert_t5x_arguments(use_hardware_rng, summarize_config_fn, inference_e
   if summarize_config_fn is not None and (
       inspect.unwrap(summarize_config_fn) is not gin_utils.summarize_gin_config):
     inert.append('summarize_config_fn (the operative config is written to MODEL_DIR/config.gin)')
-  if inference_evaluator_cls is not None and infer_eval_dataset_cfg is not None:
-    inert.append('inference_evaluator_cls (infer_eval metrics go to metrics.jsonl and '
-                 'TensorBoard; seqio.Evaluator\'s loggers are not used)')
   if inert:
     logging.warning('T5X train arguments with no effect here: %s', '; '.join(inert))
 

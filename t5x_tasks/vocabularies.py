@@ -74,3 +74,11 @@ class TaskVocabulary(seqio.SentencePieceVocabulary):
   @_extra_ids.setter
   def _extra_ids(self, value) -> None:
     del value
+
+  def __getstate__(self):
+    # seqio compares vocabularies by this state (T5X checks a task's against its model's):
+    # give the resolved file and extra ids, which the properties above keep out of it.
+    state = super().__getstate__()
+    state.update(_sentencepiece_model_file=self._sentencepiece_model_file,
+                 _extra_ids=self._extra_ids)
+    return state

@@ -158,7 +158,7 @@ def test_former_module_paths_read_as_the_engines(tmp_path, caplog):
       'from gone_package import evaluation',
       'from gone_package import train as train_script',
       'network.T5Config.emb_dim = 24',
-      'evaluation.evaluate.batch_size = 3',
+      'evaluation.evaluate.all_checkpoints = True',
       'train_script.train.total_steps = 5', '']))
   with caplog.at_level('WARNING'):
     gin_utils.parse([str(tmp_path / 'old.gin')], [])
@@ -166,7 +166,7 @@ def test_former_module_paths_read_as_the_engines(tmp_path, caplog):
   from t5x import train
   from t5x.examples.t5 import network
   assert gin.get_configurable(network.T5Config)().emb_dim == 24
-  assert gin.query_parameter('evaluation.evaluate.batch_size') == 3
+  assert gin.query_parameter('evaluation.evaluate.all_checkpoints') is True
   assert gin.query_parameter('train_script.train.total_steps') == 5
   assert callable(train.train) and callable(evaluation.evaluate)
   warnings = [r.getMessage() for r in caplog.records if 'not installed' in r.getMessage()]

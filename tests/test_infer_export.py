@@ -38,9 +38,12 @@ def _rows(path):
 
 
 def test_infer_then_score_copoet(sampled_runs, capsys):
-  files = sorted(str(p) for p in sampled_runs.glob('copoet_ki_ke-test-run*.jsonl'))
-  assert [os.path.basename(f) for f in files] == ['copoet_ki_ke-test-run1.jsonl',
-                                                  'copoet_ki_ke-test-run2.jsonl']
+  # T5X's names: {task}-{mode}.jsonl-{shard}-of-{shards}, with a .COMPLETED marker each.
+  files = sorted(str(p) for p in sampled_runs.glob('copoet_ki_ke-predict-run?.jsonl-?????-of-?????'))
+  assert [os.path.basename(f) for f in files] == [
+      'copoet_ki_ke-predict-run1.jsonl-00000-of-00001',
+      'copoet_ki_ke-predict-run2.jsonl-00000-of-00001']
+  assert all(os.path.getsize(f + '.COMPLETED') == 0 for f in files)
   runs = [_rows(f) for f in files]
   assert len(runs[0]) == len(runs[1]) == 40
   assert {'inputs', 'prediction', 'targets'} <= set(runs[0][0])
@@ -52,17 +55,59 @@ def test_infer_then_score_copoet(sampled_runs, capsys):
 
 def test_interrupted_run_continues_to_the_same_file(quickstart, sampled_runs, tmp_path):
   model_dir, _ = quickstart
-  whole = sampled_runs / 'copoet_ki_ke-test-run2.jsonl'
+  name = 'copoet_ki_ke-predict-run2.jsonl-00000-of-00001'
+  whole = sampled_runs / name
   # An interrupted run: 33 complete lines and a torn one, under the in-progress name.
   lines = whole.read_text().splitlines(keepends=True)
-  (tmp_path / 'copoet_ki_ke-test-run2.jsonl.partial').write_text(''.join(lines[:33]) + '{"inp')
+  (tmp_path / f'{name}.partial').write_text(''.join(lines[:33]) + '{"inp')
   assert _infer(model_dir, tmp_path, '--gin.MIXTURE_OR_TASK_NAME="copoet_ki_ke"',
                 f'--gin.TASK_FEATURE_LENGTHS={LENGTHS}',
                 '--gin.decoding.DecodeOptions.decode="sample"', '--gin.decoding.DecodeOptions.top_k=5',
                 '--gin.decoding.DecodeOptions.temperature=0.7',
                 '--gin.decoding.DecodeOptions.no_repeat_ngram_size=2', '--num_runs=2') == 0
-  assert (tmp_path / 'copoet_ki_ke-test-run2.jsonl').read_text() == whole.read_text()
+  assert (tmp_path / name).read_text() == whole.read_text()
   assert not list(tmp_path.glob('*.partial'))
+  assert (tmp_path / f'{name}.COMPLETED').exists()
+
+
+def test_infer_modes_as_t5x(quickstart, tmp_path):
+  """T5X's infer.mode: 'score' gives the targets' log-likelihood (as the notebook API),
+  'predict_with_aux' the same decodes as 'predict' plus their log-probability."""
+  model_dir, _ = quickstart
+  pairs = [("Write a poetic sentence about 'sea'", 'the sea sleeps beneath the silver hills.'),
+           ("Write a poetic sentence about 'sea'", 'hills silver the beneath sleeps sea the.'),
+           ("Write a haiku about 'moon'", 'moon over the water')]
+  prompts = tmp_path / 'pairs.jsonl'
+  prompts.write_text(''.join(json.dumps({'inputs': i, 'targets': t}) + '\n' for i, t in pairs))
+  for mode in ('predict', 'score', 'predict_with_aux'):
+    assert _infer(model_dir, tmp_path / 'out', f'--gin.PROMPTS_FILE="{prompts}"',
+                  f'--gin.infer.mode="{mode}"') == 0
+  read = lambda mode: _rows(tmp_path / 'out' / f'pairs-{mode}.jsonl-00000-of-00001')
+  model = t5x.load(str(model_dir))
+  inputs = [i for i, _ in pairs]
+  scores = [r['score'] for r in read('score')]
+  np.testing.assert_allclose(scores, model.score(inputs, [t for _, t in pairs]), rtol=1e-5)
+  assert scores[0] > scores[1]
+  predicted, with_aux = read('predict'), read('predict_with_aux')
+  assert [r['prediction'] for r in with_aux] == [r['prediction'] for r in predicted]
+  # The aux score is the greedy decode's log-probability: scoring the decode gives it back.
+  np.testing.assert_allclose([r['aux']['scores'] for r in with_aux],
+                             model.score(inputs, [r['prediction'] for r in with_aux]), rtol=1e-4)
+
+
+def test_infer_shards_split_the_task_as_t5x(quickstart, sampled_runs, tmp_path):
+  model_dir, _ = quickstart
+  for shard in (0, 1):
+    assert _infer(model_dir, tmp_path, '--gin.MIXTURE_OR_TASK_NAME="copoet_ki_ke"',
+                  f'--gin.TASK_FEATURE_LENGTHS={LENGTHS}', f'--gin.infer.shard_id={shard}',
+                  '--gin.infer.num_shards=2',
+                  '--gin.decoding.DecodeOptions.max_decode_length=4') == 0
+  shards = [_rows(tmp_path / f'copoet_ki_ke-predict.jsonl-0000{k}-of-00002') for k in (0, 1)]
+  whole = _rows(sampled_runs / 'copoet_ki_ke-predict-run1.jsonl-00000-of-00001')
+  assert len(shards[0]) == len(shards[1]) == 20
+  # SeqIO's shards of a one-file split: example i goes to shard i % 2.
+  assert [r['inputs'] for r in shards[0]] == [r['inputs'] for r in whole[0::2]]
+  assert [r['inputs'] for r in shards[1]] == [r['inputs'] for r in whole[1::2]]
 
 
 def test_eval_applies_the_tasks_metrics(quickstart, tmp_path):
@@ -103,7 +148,8 @@ def test_export_verifies_and_matches_infer(quickstart, tmp_path, capsys):
            "Write a simile about 'love'"]
   prompts.write_text('\n'.join(texts) + '\n')
   assert _infer(model_dir, tmp_path / 'out', f'--gin.PROMPTS_FILE="{prompts}"') == 0
-  ours = [r['prediction'] for r in _rows(tmp_path / 'out' / 'prompts.jsonl')]
+  ours = [r['prediction']
+          for r in _rows(tmp_path / 'out' / 'prompts-predict.jsonl-00000-of-00001')]
   tokenizer = transformers.AutoTokenizer.from_pretrained(str(out))
   hf = transformers.T5ForConditionalGeneration.from_pretrained(str(out)).eval()
   batch = tokenizer(texts, return_tensors='pt', padding=True)
@@ -159,6 +205,7 @@ def test_infer_eval_period_during_training(tmp_path):
   from t5x import partitioning
   from t5x import train
   from t5x import utils
+  from t5x_tasks import vocabularies  # noqa: F401 -- registers task_vocabulary with gin
   gin.clear_config()
   gin.bind_parameter('vocabularies.task_vocabulary.name', 'quickstart')
   try:

@@ -274,7 +274,7 @@ def test_commands_read_models_through_the_loader_not_the_notebook_api():
   users = sorted({i.where for i in imports if i.target == 't5x.api'})
   assert not users, f'modules importing the notebook API: {users}'
   loader_users = {i.importer for i in imports if i.target == 't5x.loader'}
-  assert {'t5x.api', 't5x.train', 't5x.infer', 't5x.eval', 't5x.conversion.converters',
+  assert {'t5x.api', 't5x.train', 't5x.infer', 't5x.script_args', 't5x.conversion.converters',
           't5x.conversion.hf_export', 't5x.serving.batched_sampler',
           't5x_cli.copoet_app'} <= loader_users
 

@@ -13,6 +13,6 @@ for split in 0 1 2 3 4; do
     --gin.MIXTURE_OR_TASK_NAME="\"caption_${task}_split${split}\"" \
     --gin.TASK_FEATURE_LENGTHS="{'inputs': 512, 'targets': 256}" \
     --gin.decoding.DecodeOptions.max_decode_length=256
-  files+=("$out/caption_${task}_split${split}-test.jsonl")
+  files+=("$out/caption_${task}_split${split}-predict.jsonl-00000-of-00001")
 done
 t5x score caption --task "$task" --predictions "${files[@]}"

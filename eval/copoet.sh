@@ -11,5 +11,5 @@ t5x infer --gin_file=runs/infer.gin \
   --gin.decoding.DecodeOptions.temperature=0.7 --gin.decoding.DecodeOptions.no_repeat_ngram_size=2 \
   --num_runs=5
 for test_set in ki_ke ki_ue compositional; do
-  t5x score copoet "$out"/copoet_${test_set}-test-run*.jsonl | tail -n 1 | sed "s/^/$test_set: /"
+  t5x score copoet "$out"/copoet_${test_set}-predict-run?.jsonl-00000-of-00001 | tail -n 1 | sed "s/^/$test_set: /"
 done

@@ -15,4 +15,4 @@ t5x infer --gin_file=runs/infer.gin \
   --gin.CHECKPOINT_PATH="\"$checkpoint\"" --gin.INFER_OUTPUT_DIR="\"$out\"" \
   --gin.PROMPTS_FILE="\"$out/prompts/haiku_topics.jsonl\"" \
   --gin.decoding.DecodeOptions.decode='"sample"' --gin.decoding.DecodeOptions.temperature=0.8
-t5x score haiku "$out/haiku_topics.jsonl"
+t5x score haiku "$out/haiku_topics-predict.jsonl-00000-of-00001"

@@ -9,4 +9,4 @@ NI_DATA_DIR="$ni" t5x infer --gin_file=runs/infer.gin \
   --gin.MIXTURE_OR_TASK_NAME='"ni_def_pos2"' \
   --gin.TASK_FEATURE_LENGTHS="{'inputs': 1024, 'targets': 128}" \
   --gin.decoding.DecodeOptions.max_decode_length=128
-t5x score ni --predictions "$out/ni_def_pos2-test.jsonl" --references "$ni/references.jsonl"
+t5x score ni --predictions "$out/ni_def_pos2-predict.jsonl-00000-of-00001" --references "$ni/references.jsonl"

@@ -156,7 +156,7 @@ def prompt_examples(path: str) -> list[dict]:
   with its other fields (ids, a topic, "targets") kept for the output. Anything else:
   plain text, one prompt per non-blank line. Errors name the file and line.
   """
-  if path.endswith(('.jsonl', '.json')):
+  if jsonl.is_jsonl_name(path) or path.endswith('.json'):
     rows = []
     for number, record in jsonl.records(path):
       text = next((record[k] for k in ('inputs', 'prompt', 'instruction') if k in record), None)

@@ -157,7 +157,7 @@ def read_predictions(path: str) -> Dict[str, str]:
   ({"instance_id", "prediction", ...} per line). Errors name file and record."""
   if not gfile.exists(path):
     raise FileNotFoundError(f'{path}: no such prediction file.')
-  if path.endswith('.jsonl'):
+  if jsonl.is_jsonl_name(path):
     data = {}
     for number, record in jsonl.records(path):
       if not isinstance(record.get('instance_id'), str):

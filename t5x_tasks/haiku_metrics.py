@@ -130,7 +130,7 @@ def score_file(path: str, phonemes: bool = False) -> Dict[str, float]:
   """
   lines = jsonl.read_text(path).splitlines()
   first = next((line for line in lines if line.strip()), '')
-  if path.endswith(('.jsonl', '.json')) or first.lstrip().startswith('{'):
+  if jsonl.is_jsonl_name(path) or path.endswith('.json') or first.lstrip().startswith('{'):
     generations, topics = _read_jsonl(path)
   else:
     generations, topics = [line for line in lines if line.strip()], None

@@ -5,9 +5,17 @@ Every reader here accepts a UTF-8 byte-order mark at the start of a file (Window
 write one) and refuses other bytes that are not UTF-8 with the file and line.
 """
 import json
+import re
 from typing import Any, Iterable, Iterator
 
 _BOM = b'\xef\xbb\xbf'
+# `name.jsonl`, or a shard as T5X's infer names it: `name.jsonl-00000-of-00001`.
+_JSONL_NAME = re.compile(r'\.jsonl(-\d{5}-of-\d{5})?$')
+
+
+def is_jsonl_name(path: str) -> bool:
+  """Whether `path` is named as a JSON Lines file (T5X's sharded names included)."""
+  return bool(_JSONL_NAME.search(path))
 
 
 def _open(path: str):

@@ -41,3 +41,10 @@ def test_score_caption_matching(tmp_path, capsys):
                    '--json']) == 0
   result = json.loads(capsys.readouterr().out)
   assert result['mean']['accuracy'] == 100.0 / len(rows)
+  # The same predictions as `t5x infer` writes them: JSON Lines under T5X's shard name.
+  lines = tmp_path / 'caption_matching_split0-predict.jsonl-00000-of-00001'
+  lines.write_text(''.join(json.dumps({'instance_id': k, 'prediction': v}) + '\n'
+                           for k, v in wrong.items()))
+  assert cli.main(['score', 'caption', '--task', 'matching', '--predictions', str(lines),
+                   '--json']) == 0
+  assert json.loads(capsys.readouterr().out)['mean'] == result['mean']

@@ -1,15 +1,18 @@
-"""Which Orbax layout a `checkpoint_<step>` folder has, and reading T5X's.
+"""Which Orbax layout a `checkpoint_<step>` folder has; the train state in T5X's layout.
 
 Two layouts hold the same things:
-- this project's: items `target` (the parameters) and `state` ({'step', 'opt_state',
-  'input_position'});
-- upstream T5X's (`OrbaxCheckpointManagerInterface`): one item `state` holding
-  {'target': parameters, 'state': {'step', 'param_states'}} (T5X's `state_dict()`),
-  plus an item `dataset` (T5X's tf.data iterator, which this project does not read).
+- T5X's (`OrbaxCheckpointManagerInterface`), which this project writes too: one item
+  `state` holding {'target': parameters, 'state': {'step', 'param_states'}} (T5X's
+  `state_dict()`), plus an item `dataset` (T5X's tf.data iterator; this project's
+  input position, see checkpoints.DatasetCheckpointHandler);
+- this project's earlier one (PROJECT, still read): items `target` (the parameters) and
+  `state` ({'step', 'opt_state', 'input_position'}).
 
-A T5X checkpoint's optimizer state is `adafactor.Adafactor`'s (`param_states` of
-v_row / v_col / v / m per parameter), so a run whose optimizer is that class resumes from
-it exactly; any optimizer can start from its parameters.
+`param_states` is `adafactor.Adafactor`'s state (v_row / v_col / v / m per parameter), so
+T5X and a run here whose optimizer is that class resume from each other exactly. A run
+with another optimizer (optax's AdamW, LoRA's masked chain, ...) keeps its optax state
+under {'state': {'step', 'opt_state'}} instead, which T5X cannot resume (as it could not
+take that optimizer) but whose parameters it reads.
 """
 from typing import Any, Optional
 
@@ -26,6 +29,31 @@ PROJECT, T5X = 'project', 't5x'
 
 class OptimizerMismatch(ValueError):
   """A readable T5X checkpoint whose optimizer state this run's optimizer cannot take."""
+
+
+def train_state_tree(step: int, params: Any, opt_state: Any) -> dict:
+  """The `state` item T5X writes, for this run's train state.
+
+  T5X's form ({'step', 'param_states'}) when the optimizer state is one Adafactor state
+  (beside stateless transformations) that has made exactly `step` updates; otherwise
+  (another optimizer, skipped steps, a fine-tune whose optimizer started at a later
+  step) {'step', 'opt_state'}, so that this project resumes it exactly.
+  """
+  slots = _adafactor_state(opt_state)
+  if slots is not None and int(jax.device_get(slots.step)) == step:
+    return {'target': params, 'state': {'step': slots.step, 'param_states': slots.param_states}}
+  return {'target': params, 'state': {'step': np.int32(step), 'opt_state': opt_state}}
+
+
+def _adafactor_state(opt_state: Any) -> Optional[adafactor.AdafactorState]:
+  """The optimizer state's only AdafactorState when nothing else in it has leaves."""
+  is_slots = lambda x: isinstance(x, adafactor.AdafactorState)
+  found = [s for s in jax.tree_util.tree_leaves(opt_state, is_leaf=is_slots) if is_slots(s)]
+  if len(found) != 1:
+    return None
+  others = jax.tree_util.tree_leaves(jax.tree_util.tree_map(
+      lambda x: None if is_slots(x) else x, opt_state, is_leaf=is_slots))
+  return found[0] if not others else None
 
 
 def layout(path: str) -> Optional[str]:
@@ -67,28 +95,33 @@ def restore_target_sharded(path: str, abstract_params: Any) -> Any:
 
 
 def restore_train_state(path: str, abstract_params: Any, abstract_opt_state: Any):
-  """(step, params, opt_state) of a T5X checkpoint, into the given shardings.
+  """(step, params, opt_state) of a checkpoint in T5X's layout, into the given shardings.
 
-  `abstract_opt_state` must hold one `adafactor.AdafactorState` (this run's optimizer is
-  T5X's Adafactor, alone or beside stateless transformations such as gradient clipping);
-  its `param_states` and `step` come from the checkpoint. Raises OptimizerMismatch
+  T5X's form (`param_states`) needs this run's optimizer to hold one
+  `adafactor.AdafactorState` (T5X's Adafactor, alone or beside stateless transformations
+  such as gradient clipping); its `param_states` and `step` come from the checkpoint.
+  The `opt_state` form needs the optimizer that wrote it. Raises OptimizerMismatch
   naming the checkpoint otherwise.
   """
-  found = [s for s in jax.tree_util.tree_leaves(
-      abstract_opt_state, is_leaf=lambda x: isinstance(x, adafactor.AdafactorState))
-           if isinstance(s, adafactor.AdafactorState)]
-  if len(found) != 1:
+  stored = _metadata(path)['state']
+  if 'opt_state' in stored:
+    abstract = {'target': abstract_params,
+                'state': {'step': jax.ShapeDtypeStruct((), np.int32), 'opt_state': abstract_opt_state}}
+    try:
+      restored = _partial_restore(path, abstract, jax.tree_util.tree_map(_array_args, abstract))
+    except (ValueError, KeyError) as e:
+      raise OptimizerMismatch(
+          f'{path}: its optimizer state is not this run\'s optimizer\'s ({e}); resume with '
+          'the OPTIMIZER of the run that wrote it (its MODEL_DIR/config.gin), or start a new '
+          'MODEL_DIR from its parameters with INITIAL_CHECKPOINT_PATH.') from e
+    return int(restored['state']['step']), restored['target'], restored['state']['opt_state']
+  slots = _adafactor_state(abstract_opt_state)
+  if slots is None:
     raise OptimizerMismatch(
-        f'{path} is a T5X checkpoint whose optimizer state is T5X\'s Adafactor (param_states '
-        'of v_row/v_col/v/m); this run\'s optimizer keeps another state. Set OPTIMIZER = '
-        '@adafactor.Adafactor() to resume it, or start a new MODEL_DIR from its parameters '
-        'with INITIAL_CHECKPOINT_PATH.')
-  slots = found[0]
-  if len(jax.tree_util.tree_leaves(abstract_opt_state)) != len(jax.tree_util.tree_leaves(slots)):
-    raise OptimizerMismatch(
-        f'{path}: this run\'s optimizer keeps state beside T5X\'s Adafactor (a T5X '
-        'checkpoint has none to restore it from); resume with OPTIMIZER = '
-        '@adafactor.Adafactor() alone.')
+        f'{path} holds T5X\'s Adafactor state (param_states of v_row/v_col/v/m); this '
+        'run\'s optimizer keeps another state. Set OPTIMIZER = @adafactor.Adafactor() '
+        '(alone) to resume it, or start a new MODEL_DIR from its parameters with '
+        'INITIAL_CHECKPOINT_PATH.')
   abstract = {'target': abstract_params,
               'state': {'step': slots.step, 'param_states': slots.param_states}}
   restored = _partial_restore(path, abstract, jax.tree_util.tree_map(_array_args, abstract))
@@ -100,7 +133,9 @@ def restore_train_state(path: str, abstract_params: Any, abstract_opt_state: Any
   return int(state['step']), restored['target'], opt_state
 
 
-def _array_args(leaf) -> ocp.ArrayRestoreArgs:
+def _array_args(leaf) -> ocp.RestoreArgs:
+  if getattr(leaf, 'sharding', None) is None:  # a host scalar (the step)
+    return ocp.RestoreArgs(restore_type=np.ndarray)
   return ocp.ArrayRestoreArgs(sharding=leaf.sharding, global_shape=leaf.shape, dtype=leaf.dtype)
 
 

@@ -1,14 +1,17 @@
-"""The project's checkpoint format: orbax, with T5X's parameter names.
+"""Checkpoints in T5X's Orbax layout, with T5X's parameter names.
 
-    MODEL_DIR/checkpoint_<step>/target/   the parameters (T5X names)
-    MODEL_DIR/checkpoint_<step>/state/    step, optimizer state, input position, ...
+    MODEL_DIR/checkpoint_<step>/state/     {'target': parameters, 'state': {'step', ...}}
+    MODEL_DIR/checkpoint_<step>/dataset/   the input position (T5X: its tf.data iterator)
+    MODEL_DIR/checkpoint_<step>/_CHECKPOINT_METADATA   both items' handlers, T5X's names
 
-`target` and `state` are separate orbax items so that starting a fine-tune from a
-checkpoint reads the parameters only. Checkpoints written by upstream T5X (one `state`
-item holding both) are read too: see checkpoint_layouts.
+Upstream T5X restores what is written here and the other way round (see
+checkpoint_layouts for the optimizer state). A fine-tune reads the `target` subtree only.
+MODEL_DIRs of this project's earlier layout (items `target` + `state`) are still read.
 """
+import dataclasses
 import datetime
 import errno
+import json
 import logging
 import os
 import re
@@ -31,7 +34,33 @@ from t5x import model_config
 # `checkpoint_<step>.corrupt-<time>` (moved aside by restore_latest) never match, here or in
 # orbax's own step listing (same anchored pattern), so garbage collection never deletes them.
 _STEP_DIR = re.compile(r'^checkpoint_(\d+)$')
-ITEMS = ('target', 'state')
+ITEMS = ('state', 'dataset')
+_POSITION_FILE = 'input_position.json'
+
+
+class DatasetCheckpointHandler(ocp.CheckpointHandler):
+  """The `dataset` item: T5X keeps its tf.data iterator here; this project keeps the
+  input position (batches consumed, the same on every host) as JSON. The class has T5X's
+  handler name, so _CHECKPOINT_METADATA reads as T5X's; T5X never reads the item unless
+  asked to restore its dataset."""
+
+  def save(self, directory: epath.Path, args: 'DatasetArgs') -> None:
+    if args.item is not None and jax.process_index() == 0:
+      (directory / _POSITION_FILE).write_text(json.dumps({'input_position': int(args.item)}))
+
+  def restore(self, directory: epath.Path, args: Optional['DatasetArgs'] = None) -> Optional[int]:
+    """The saved input position, or None (T5X wrote the item, or saved no dataset)."""
+    del args
+    path = directory / _POSITION_FILE
+    if not path.exists():
+      return None
+    return int(json.loads(path.read_text())['input_position'])
+
+
+@ocp.args.register_with_handler(DatasetCheckpointHandler, for_save=True, for_restore=True)
+@dataclasses.dataclass
+class DatasetArgs(ocp.args.CheckpointArgs):
+  item: Optional[int] = None
 
 
 class CheckpointSaveError(OSError):
@@ -41,7 +70,7 @@ class CheckpointSaveError(OSError):
 
 def manager(model_dir: str, *, max_to_keep: Optional[int] = None, enable_async: bool = False,
             cleanup_tmp: bool = False) -> ocp.CheckpointManager:
-  """A CheckpointManager writing `checkpoint_<step>` folders with `target`/`state` items.
+  """A CheckpointManager writing `checkpoint_<step>` folders in T5X's layout.
 
   `cleanup_tmp` removes the `.orbax-checkpoint-tmp` folders that an interrupted or failed
   save left behind (only a run that owns MODEL_DIR should ask for it).
@@ -50,14 +79,23 @@ def manager(model_dir: str, *, max_to_keep: Optional[int] = None, enable_async: 
       max_to_keep=max_to_keep, enable_async_checkpointing=enable_async,
       cleanup_tmp_directories=cleanup_tmp,
       step_name_format=ocp.step.standard_name_format(step_prefix='checkpoint'))
-  return ocp.CheckpointManager(fs_utils.resolve(model_dir), options=options, item_names=ITEMS)
+  return ocp.CheckpointManager(
+      fs_utils.resolve(model_dir), options=options,
+      item_handlers={'state': ocp.PyTreeCheckpointHandler(),
+                     'dataset': DatasetCheckpointHandler()})
 
 
-def save(model_dir: str, step: int, target: Any, state: Any) -> str:
-  """Writes one checkpoint synchronously; returns its folder."""
+def _save_args(tree: dict, input_position: Optional[int]) -> ocp.args.Composite:
+  return ocp.args.Composite(state=ocp.args.PyTreeSave(tree),
+                            dataset=DatasetArgs(input_position))
+
+
+def save(model_dir: str, step: int, params: Any) -> str:
+  """Writes parameters as checkpoint `step` (no optimizer state: a start point for
+  training or a model to decode), synchronously; returns its folder."""
   with manager(model_dir) as mngr:
-    mngr.save(step, args=ocp.args.Composite(target=ocp.args.StandardSave(target),
-                                            state=ocp.args.StandardSave(state)))
+    mngr.save(step, args=_save_args({'target': params, 'state': {'step': np.int32(step)}},
+                                    None))
     mngr.wait_until_finished()
   return checkpoint_dir(model_dir, step)
 
@@ -176,8 +214,9 @@ def cast_floating(tree: Any, dtype: str) -> Any:
 class TrainCheckpointer:
   """Periodic (optionally asynchronous) saving and fall-back restoring for a training run.
 
-  A checkpoint's `state` item holds the step, the optimizer state, and the input
-  pipeline's position (batches consumed), so a restarted run continues exactly.
+  A checkpoint holds the step, the parameters and optimizer state (`state` item) and the
+  input pipeline's position (batches consumed; `dataset` item), so a restarted run
+  continues exactly.
   A failed save raises CheckpointSaveError from `check()` (call it every step), the next
   `save()`, or `wait()`: the run stops instead of training on without checkpoints.
   """
@@ -195,12 +234,9 @@ class TrainCheckpointer:
     self._finish()  # orbax waits for the previous save anyway: report its failure as its own
     if dtype is not None:
       params = cast_floating(params, dtype)
-    state = {'step': np.int64(step), 'opt_state': opt_state,
-             'input_position': np.int64(input_position)}
+    tree = layouts.train_state_tree(step, params, opt_state)
     try:
-      self._manager.save(step, args=ocp.args.Composite(target=ocp.args.StandardSave(params),
-                                                       state=ocp.args.StandardSave(state)),
-                         force=True)
+      self._manager.save(step, args=_save_args(tree, input_position), force=True)
     except Exception as e:  # the synchronous part (or a synchronous save) failed
       raise self._save_error(step, e) from e
     self._pending = step
@@ -247,8 +283,6 @@ class TrainCheckpointer:
     this model's parameters (another config), ModelMismatch names the first parameter.
     """
     found = steps(self.model_dir)
-    scalar = np.zeros((), np.int64)
-    abstract_state = {'step': scalar, 'opt_state': abstract_opt_state, 'input_position': scalar}
     damaged = []  # (path, reason), newest first
     mismatches = []  # ModelMismatch of each checkpoint whose metadata is not this model's
     for step in reversed(found):
@@ -256,12 +290,7 @@ class TrainCheckpointer:
       path = checkpoint_dir(self.model_dir, step)
       try:
         check_matches(path, abstract_params)
-        if layouts.layout(path) == layouts.T5X:
-          restored = self._restore_t5x(path, abstract_params, abstract_opt_state)
-        else:
-          restored = self._manager.restore(step, args=ocp.args.Composite(
-              target=ocp.args.StandardRestore(abstract_params),
-              state=ocp.args.StandardRestore(abstract_state)))
+        restored = _restore_train_state(path, abstract_params, abstract_opt_state)
       except layouts.OptimizerMismatch:  # readable, but not by this run's optimizer
         raise
       except Exception as e:  # orbax/tensorstore raise many types for damaged files
@@ -282,9 +311,7 @@ class TrainCheckpointer:
                         path, aside, reason, step)
       if damaged:
         self._manager.reload()  # orbax lists the steps once, at construction
-      state = restored['state']
-      return (int(state['step']), restored['target'], state['opt_state'],
-              int(state['input_position']))
+      return restored
     if not found:
       strangers = unreadable_step_folders(self.model_dir)
       if strangers:
@@ -303,19 +330,6 @@ class TrainCheckpointer:
           'deliberately.')
     return None
 
-  @staticmethod
-  def _restore_t5x(path: str, abstract_params: Any, abstract_opt_state: Any) -> dict:
-    """A T5X checkpoint as restore_latest's `restored`. T5X's dataset item is a tf.data
-    iterator this project cannot read: the input restarts, as in T5X without
-    `restore_dataset`."""
-    step, params, opt_state = layouts.restore_train_state(path, abstract_params,
-                                                          abstract_opt_state)
-    logging.warning('%s was written by T5X: parameters, optimizer state and step %d '
-                    'restored; its input-pipeline state is not read, so the data starts '
-                    'from the beginning of the dataset.', path, step)
-    return {'target': params, 'state': {'step': step, 'opt_state': opt_state,
-                                        'input_position': 0}}
-
   def wait(self) -> None:
     """Blocks until the last save is on disk; raises CheckpointSaveError if it failed."""
     self._finish()
@@ -326,6 +340,27 @@ class TrainCheckpointer:
     finally:
       self._manager.close()
       _join_save_threads()
+
+
+def _restore_train_state(path: str, abstract_params: Any, abstract_opt_state: Any):
+  """(step, params, opt_state, input_position) of one checkpoint, of either layout."""
+  if layouts.layout(path) == layouts.PROJECT:
+    scalar = np.zeros((), np.int64)
+    folder = epath.Path(fs_utils.resolve(path))
+    reader = ocp.StandardCheckpointer()
+    params = reader.restore(folder / 'target', abstract_params)
+    state = reader.restore(folder / 'state', {'step': scalar, 'opt_state': abstract_opt_state,
+                                              'input_position': scalar})
+    return (int(state['step']), params, state['opt_state'], int(state['input_position']))
+  step, params, opt_state = layouts.restore_train_state(path, abstract_params,
+                                                        abstract_opt_state)
+  dataset = epath.Path(fs_utils.resolve(path)) / 'dataset'
+  position = DatasetCheckpointHandler().restore(dataset) if dataset.is_dir() else None
+  if position is None:
+    logging.warning('%s holds no input position (T5X wrote it): parameters, optimizer state '
+                    'and step %d restored; the data starts from the beginning of the '
+                    'dataset, as in T5X without restore_dataset.', path, step)
+  return step, params, opt_state, position or 0
 
 
 def _join_save_threads(timeout_s: float = 10.0) -> None:

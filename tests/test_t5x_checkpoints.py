@@ -70,7 +70,7 @@ def test_model_dir_resumes_bit_for_bit_then_trains(t5x_orbax, step3, tmp_path, c
   with caplog.at_level(logging.WARNING):
     step, params, opt_state, position = checkpoints.TrainCheckpointer(
         str(model_dir), use_async=False).restore_latest(abstract.params, abstract.opt_state)
-  assert (step, position) == (3, 0) and 'written by T5X' in caplog.text
+  assert (step, position) == (3, 0) and 'holds no input position (T5X wrote it)' in caplog.text
   _equal_bits(model_config.flatten(jax.device_get(params)), step3[0])
   (slots,) = [s for s in opt_state if isinstance(s, adafactor.AdafactorState)]
   assert int(slots.step) == 3
@@ -83,11 +83,58 @@ def test_model_dir_resumes_bit_for_bit_then_trains(t5x_orbax, step3, tmp_path, c
   assert max(float(np.max(np.abs(moved[k] - v))) for k, v in step3[0].items()) > 1e-5
 
 
+def _tree(path):
+  """{key path: (shape, dtype)} of an Orbax item, read by orbax alone (as T5X reads it)."""
+  import orbax.checkpoint as ocp
+  metadata = ocp.PyTreeCheckpointer().metadata(str(path)).item_metadata
+  return {k: (tuple(v.shape), str(v.dtype)) for k, v in model_config.flatten(metadata).items()}
+
+
+@pytest.mark.slow  # a training loop with checkpoints, or reads one
+def test_written_checkpoints_are_t5xs_layout(t5x_orbax, tmp_path):
+  """What `t5x train` writes for T5X's network and Adafactor is what T5X writes: the same
+  items and handlers, and a `state` item with T5X's tree, shapes and dtypes. Resuming it
+  here is bit for bit, input position included."""
+  model_dir = tmp_path / 'model'
+  state = train_helpers.numpy_run(model_dir, _t5x_model(), steps=3, period=3)
+  ours, theirs = model_dir / 'checkpoint_3', t5x_orbax / 'checkpoint_3'
+  meta = lambda folder: json.loads((folder / '_CHECKPOINT_METADATA').read_text())
+  assert meta(ours)['item_handlers'] == meta(theirs)['item_handlers'] == {
+      'dataset': 't5x.checkpoints.DatasetCheckpointHandler',
+      'state': 'orbax.checkpoint._src.handlers.pytree_checkpoint_handler.PyTreeCheckpointHandler'}
+  assert {p.name for p in ours.iterdir() if p.is_dir()} == {'state', 'dataset'}
+  assert _tree(ours / 'state') == _tree(theirs / 'state')
+  assert len(_tree(ours / 'state')) == 52 * 5 + 1  # parameters, 4 slots each, the step
+  item = lambda folder: json.loads((folder / 'state' / '_METADATA').read_text())
+  assert item(ours)['use_ocdbt'] == item(theirs)['use_ocdbt'] is True
+  # T5X's restore of the item (orbax with T5X's structure, nothing of this project).
+  import orbax.checkpoint as ocp
+  restored = ocp.PyTreeCheckpointer().restore(str(ours / 'state'))
+  _equal_bits(model_config.flatten(restored['target']),
+              model_config.flatten(jax.device_get(state.params)))
+  (slots,) = [s for s in state.opt_state if isinstance(s, adafactor.AdafactorState)]
+  _equal_bits(model_config.flatten(restored['state']['param_states']),
+              model_config.flatten(jax.device_get(slots.param_states)))
+  assert int(restored['state']['step']) == 3
+  # And back here.
+  tr = trainer.Trainer(_t5x_model(), partitioning.PjitPartitioner(1))
+  step, params, opt_state, position = checkpoints.TrainCheckpointer(
+      str(model_dir), use_async=False).restore_latest(tr.abstract_state.params,
+                                                      tr.abstract_state.opt_state)
+  assert (step, position) == (3, 3)
+  _equal_bits(model_config.flatten(jax.device_get(params)),
+              model_config.flatten(jax.device_get(state.params)))
+  (back,) = [s for s in opt_state if isinstance(s, adafactor.AdafactorState)]
+  _equal_bits(model_config.flatten(jax.device_get(back.param_states)),
+              model_config.flatten(jax.device_get(slots.param_states)))
+
+
 def test_t5x_optimizer_state_needs_t5x_adafactor(t5x_orbax, tmp_path):
   model_dir = tmp_path / 'model'
   shutil.copytree(t5x_orbax, model_dir)
   tr = trainer.Trainer(train_helpers.tiny_model(**FIXTURE_NETWORK), partitioning.PjitPartitioner(1))
-  with pytest.raises(ValueError, match=r'checkpoint_3 is a T5X checkpoint.*@adafactor.Adafactor'):
+  with pytest.raises(ValueError, match=r"checkpoint_3 holds T5X's Adafactor state.*"
+                     r'@adafactor.Adafactor'):
     checkpoints.TrainCheckpointer(str(model_dir), use_async=False).restore_latest(
         tr.abstract_state.params, tr.abstract_state.opt_state)
 

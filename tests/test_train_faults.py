@@ -128,8 +128,8 @@ def _assert_restorable(checkpoint, expected=None):
 # ------------------------------------------------------------------ 1. damaged checkpoint
 
 def _truncate_arrays(checkpoint):
-  """Halves the largest array file of a checkpoint's parameters (a copy cut short)."""
-  largest = max((p for p in (checkpoint / 'target').rglob('*') if p.is_file() and
+  """Halves the largest array file of a checkpoint's state item (a copy cut short)."""
+  largest = max((p for p in (checkpoint / 'state').rglob('*') if p.is_file() and
                  p.parent.name == 'd'), key=lambda p: p.stat().st_size)
   largest.write_bytes(largest.read_bytes()[: largest.stat().st_size // 2])
 
@@ -149,7 +149,7 @@ def test_damaged_newest_checkpoint_is_moved_aside_and_the_step_saved_again(tmp_p
   assert 'Error reading' in moved[0] and '<bound method' not in caplog.text
   # Step 6 was trained and saved again; keep=2 collects checkpoints, never the evidence.
   assert checkpoints.steps(str(tmp_path)) == [6, 8]
-  assert (aside[0] / 'target').is_dir()
+  assert (aside[0] / 'state').is_dir()
   _assert_restorable(tmp_path / 'checkpoint_8', state.params)
   steps = [r['step'] for r in _records(tmp_path) if r['split'] == 'train']
   assert steps == [1, 2, 3, 4, 5, 6, 7, 8]  # steps 5 and 6 once each, from the re-run

@@ -124,7 +124,7 @@ def test_unreadable_newest_checkpoint_falls_back_with_a_warning(six_steps, tmp_p
   tmp_path = shutil.copytree(six_steps, tmp_path / 'model')  # damaged below: a copy
   assert checkpoints.steps(str(tmp_path)) == [2, 4, 6]
   newest = tmp_path / 'checkpoint_6'
-  damaged = [p for p in (newest / 'target').rglob('*') if p.is_file() and p.stat().st_size > 0]
+  damaged = [p for p in (newest / 'state').rglob('*') if p.is_file() and p.stat().st_size > 0]
   for p in damaged:
     p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])
   abstract = trainer.Trainer(train_helpers.tiny_model(), partitioning.PjitPartitioner(1)).abstract_state
@@ -138,7 +138,7 @@ def test_unreadable_newest_checkpoint_falls_back_with_a_warning(six_steps, tmp_p
     np.testing.assert_array_equal(np.asarray(value), expected[key])
   # With every checkpoint damaged the run refuses to start over from scratch.
   for name in ('checkpoint_2', 'checkpoint_4'):
-    for p in (tmp_path / name / 'target').rglob('*'):
+    for p in (tmp_path / name / 'state').rglob('*'):
       if p.is_file():
         p.write_bytes(b'')
   with pytest.raises(RuntimeError, match='could be read'):

@@ -33,7 +33,7 @@ def write_model_dir(model_dir: str, params: dict, cfg: T5Config,
   params = scan_layout.params_for_config(params, cfg)
   params = loader.cast_params(params, np.dtype(cfg.param_dtype))
   with fs_utils.staging_dir(model_dir) as tmp:
-    checkpoints.save(tmp, 0, params, {'step': np.int32(0)})
+    checkpoints.save(tmp, 0, params)
     if vocab_path:
       fs_utils.copy_file(vocab_path, os.path.join(tmp, loader.VOCAB_FILE))
     final_vocab = (os.path.join(os.path.abspath(model_dir), loader.VOCAB_FILE) if vocab_path

@@ -46,7 +46,8 @@ class DatasetCheckpointHandler(ocp.CheckpointHandler):
 
   def save(self, directory: epath.Path, args: 'DatasetArgs') -> None:
     if args.item is not None and jax.process_index() == 0:
-      (directory / _POSITION_FILE).write_text(json.dumps({'input_position': int(args.item)}))
+      fs_utils.write_atomic(os.fspath(directory / _POSITION_FILE),
+                            json.dumps({'input_position': int(args.item)}))
 
   def restore(self, directory: epath.Path, args: Optional['DatasetArgs'] = None) -> Optional[int]:
     """The saved input position, or None (T5X wrote the item, or saved no dataset)."""

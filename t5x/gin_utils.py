@@ -95,12 +95,14 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str], search_paths: Seque
       if message is None:
         raise
       raise FileNotFoundError(message) from None
+    except AttributeError as e:  # dynamic registration: a name the module does not have
+      raise ValueError(str(e)) from None  # gin's text names the file and line
     finally:
       root.removeFilter(_quiet_search)
     for binding in bindings:
       try:
         gin.parse_config(binding)
-      except (SyntaxError, ValueError) as e:
+      except (SyntaxError, ValueError, AttributeError) as e:
         hint = (' String values need quotes, e.g. --gin.MODEL_DIR=\\"/tmp/model\\".'
                 if 'Unable to parse value' in str(e) else '')
         raise ValueError(f'gin binding {binding!r}: {e}.{hint}') from None

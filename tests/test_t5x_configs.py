@@ -165,3 +165,21 @@ def test_t5x_macros_reach_their_bindings():
       assert value(f'{scope}/utils.DatasetConfig.module') == 't5x_tasks.haiku', scope
   finally:
     gin.clear_config()
+
+
+@pytest.mark.parametrize('binding, named', [
+    ('adafactor.Adafactor.no_such_argument = 1',
+     "Configurable 'adafactor.Adafactor' doesn't have a parameter named 'no_such_argument'"),
+    ('partitioning.NoSuchPartitioner.num_partitions = 2',
+     "Couldn't resolve selector partitioning.NoSuchPartitioner")])
+def test_unknown_t5x_binding_is_gins_error_with_file_and_line(shared_dir, tmp_path, capsys,
+                                                              binding, named):
+  from t5x_cli import main as cli
+  user_gin = tmp_path / 'user.gin'
+  user_gin.write_text('from __gin__ import dynamic_registration\nfrom t5x import adafactor\n'
+                      f'from t5x import partitioning\n{binding}\n')
+  code = cli.main(['train', f'--gin_search_paths={shared_dir / "t5x_configs"}',
+                   '--gin_file=examples/t5/t5_1_1/tiny.gin', f'--gin_file={user_gin}'])
+  err = capsys.readouterr().err
+  assert code == 2, err
+  assert named in err and f'In file "{user_gin}", line 4' in err

@@ -40,7 +40,7 @@ def quiet_start(debug: bool = False) -> None:
 def _filter_logs(absl_logger: logging.Logger, debug: bool) -> None:
   """Adds the filters to absl's logger (absl's own logger class: records keep their
   caller's file, which the orbax filter reads) and asyncio's."""
-  filters = [(absl_logger, _drop_seqio_advice)]
+  filters = [(absl_logger, _drop_seqio_advice), (absl_logger, _drop_item_metadata_notice)]
   if not debug:  # orbax logs through absl; its futures end in asyncio's
     filters += [(absl_logger, _orbax_error_without_traceback),
                 (logging.getLogger('asyncio'), _orbax_error_without_traceback)]
@@ -180,6 +180,20 @@ def _drop_seqio_advice(record: logging.LogRecord) -> bool:
     dropped = record.args[0] if isinstance(record.args, tuple) and record.args else ()
     return not (dropped and all(str(f).endswith('_pretokenized') for f in dropped))
   return True
+
+
+_ITEM_METADATA = re.compile(r'^Metadata file does not exist: (.+)[/\\]_CHECKPOINT_METADATA$')
+
+
+def _drop_item_metadata_notice(record: logging.LogRecord) -> bool:
+  """Drops orbax's notice that an item folder (`checkpoint_<step>/state`) has no
+  _CHECKPOINT_METADATA of its own when one item is read: that file is the checkpoint's,
+  one level up, and is there."""
+  match = _ITEM_METADATA.match(record.getMessage()) if isinstance(record.msg, str) else None
+  if not match:
+    return True
+  checkpoint = os.path.dirname(match.group(1))
+  return not os.path.isfile(os.path.join(checkpoint, '_CHECKPOINT_METADATA'))
 
 
 def _without_closed_loop_noise(hook):

@@ -195,3 +195,21 @@ def test_seqio_advice_dropped_other_warnings_kept(caplog):
   messages = [r.getMessage() for r in caplog.records]
   assert len(messages) == 2 and 'my_feature' in messages[0], messages
   assert messages[1] == 'a real warning'
+
+
+def test_item_metadata_notice_dropped_only_beside_a_checkpoints_metadata(tmp_path, caplog):
+  """orbax's "Metadata file does not exist" for an item read alone (the file is one level
+  up) is noise; for a folder with no checkpoint metadata at all it stays."""
+  import logging
+  from absl import logging as absl_logging
+  log_noise.quiet_start(debug=True)
+  (tmp_path / 'checkpoint_3' / 'state').mkdir(parents=True)
+  (tmp_path / 'checkpoint_3' / '_CHECKPOINT_METADATA').write_text('{}')
+  (tmp_path / 'loose' / 'state').mkdir(parents=True)
+  absl = absl_logging.get_absl_logger()
+  with caplog.at_level(logging.WARNING, logger='absl'):
+    for folder in ('checkpoint_3', 'loose'):
+      absl.warning('Metadata file does not exist: %s',
+                   tmp_path / folder / 'state' / '_CHECKPOINT_METADATA')
+  assert [r.getMessage() for r in caplog.records] == [
+      f'Metadata file does not exist: {tmp_path / "loose" / "state" / "_CHECKPOINT_METADATA"}']

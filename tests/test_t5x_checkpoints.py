@@ -208,3 +208,25 @@ def test_a_checkpoint_of_another_model_names_the_first_parameter(t5x_orbax):
     with pytest.raises(checkpoints.ModelMismatch, match=message):
       checkpoints.TrainCheckpointer(str(t5x_orbax), use_async=False).restore_latest(
           tr.abstract_state.params, tr.abstract_state.opt_state)
+
+
+@pytest.mark.slow  # reads a checkpoint, decodes, loads transformers
+def test_t5x_infer_and_export_read_a_t5x_model_dir(t5x_orbax, step3, tmp_path, capsys):
+  from t5x_cli import main as cli
+  task_gin = tmp_path / 'task.gin'
+  task_gin.write_text('from __gin__ import dynamic_registration\nimport t5x_tasks.copoet\n'
+                      "from t5x_tasks import vocabularies\n"
+                      "vocabularies.task_vocabulary.name = 'quickstart'\n")
+  assert cli.main(['infer', '--gin_file=runs/infer.gin', f'--gin_file={task_gin}',
+                   f'--gin.CHECKPOINT_PATH="{t5x_orbax}"', f'--gin.INFER_OUTPUT_DIR="{tmp_path}"',
+                   '--gin.MIXTURE_OR_TASK_NAME="copoet_ki_ke"',
+                   "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 24}",
+                   '--gin.infer.mode="score"']) == 0
+  rows = [json.loads(line) for line in
+          (tmp_path / 'copoet_ki_ke-score.jsonl-00000-of-00001').read_text().splitlines()]
+  assert len(rows) == 40 and all(r['score'] < 0 for r in rows)
+  assert cli.main(['export-hf', str(t5x_orbax), str(tmp_path / 'hf')]) == 0
+  assert 'greedy decodes of 4 prompts token-identical' in capsys.readouterr().out
+  import safetensors.numpy
+  exported = safetensors.numpy.load_file(str(tmp_path / 'hf' / 'model.safetensors'))
+  assert exported['shared.weight'].tobytes() == step3[0]['token_embedder/embedding'].tobytes()

@@ -183,3 +183,24 @@ def test_unknown_t5x_binding_is_gins_error_with_file_and_line(shared_dir, tmp_pa
   err = capsys.readouterr().err
   assert code == 2, err
   assert named in err and f'In file "{user_gin}", line 4' in err
+
+
+@pytest.mark.slow
+def test_t5x_pretrain_gin_trains_with_its_schedule(shared_dir, tmp_path):
+  """T5X's runs/pretrain.gin: packed examples, RestoreCheckpointConfig.path = [] (from
+  scratch), RANDOM_SEED = None, and its rsqrt schedule: 1.0 / sqrt(10_000 warm-up steps)."""
+  task_gin = tmp_path / 'task.gin'
+  task_gin.write_text(TASK_GIN)
+  model_dir = tmp_path / 'model'
+  proc = _t5x_script(
+      't5x.train', shared_dir / 't5x_configs', 'pretrain.gin', task_gin, tmp_path,
+      f'--gin.MODEL_DIR="{model_dir}"', '--gin.MIXTURE_OR_TASK_NAME="copoet_instructions"',
+      "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 24}", '--gin.TRAIN_STEPS=2',
+      '--gin.USE_CACHED_TASKS=False', '--gin.BATCH_SIZE=8', '--gin.DROPOUT_RATE=0.0',
+      '--gin.train_script.train.eval_steps=1')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(model_dir / 'metrics.jsonl') as f:
+    train = [r for r in map(json.loads, f) if r['split'] == 'train']
+  assert train[-1]['step'] == 2 and train[-1]['learning_rate'] == pytest.approx(0.01)
+  assert train[-1]['num_examples'] > 2 * 8  # packed: more examples than rows
+  assert (model_dir / 'checkpoint_2' / 'state').is_dir()

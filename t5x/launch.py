@@ -40,7 +40,7 @@ def usage(command: str) -> str:
           '--coordinator_address=HOST:PORT --process_count=N --process_index=I] '
           '[--tfds_data_dir=DIR] [--seqio_additional_cache_dirs=DIR,...] [absl logging '
           'flags: --alsologtostderr, --log_dir, --verbosity, ...]'
-          + (' [--num_runs=N]' if command == 'infer' else '') + ' [--debug]. '
+          + (' [--num_runs=N] [--shard_id=N]' if command == 'infer' else '') + ' [--debug]. '
           'String values need quotes: --gin.MODEL_DIR=\\"/tmp/model\\". Relative gin files '
           "are found in the search paths, the repository's gin/ folder and the installed copy "
           'of it. --debug (or T5X_DEBUG=1) prints the full traceback of an error.')
@@ -74,10 +74,14 @@ def run(command: str, flags: Sequence[str]) -> None:
   files, bindings, paths, rest = gin_utils.split_flags(flags)
   multihost, rest = distributed.parse_flags(rest)
   rest = script_flags.apply(rest)
+  call_args = {}  # flags that T5X's scripts pass to the function itself
   for flag in list(rest):
     name, _, value = flag.partition('=')
     if command == 'infer' and name == '--num_runs' and value:
       bindings.append(f'NUM_RUNS = {int(value)}')
+      rest.remove(flag)
+    elif command == 'infer' and name == '--shard_id' and value:
+      call_args['shard_id'] = int(value)  # T5X's flag: it overrides infer.shard_id
       rest.remove(flag)
   if rest:
     raise ValueError(f'unknown arguments {rest}; t5x {command} takes --gin_file, '
@@ -85,13 +89,14 @@ def run(command: str, flags: Sequence[str]) -> None:
                      'flags --multiprocess_gpu, --coordinator_address, --process_count, '
                      '--process_index, --initialization_timeout, T5X\'s '
                      + ', '.join(script_flags.names())
-                     + (', --num_runs=N' if command == 'infer' else '') + ' and --debug')
+                     + (', --num_runs=N, --shard_id=N' if command == 'infer' else '')
+                     + ' and --debug')
   module, name = COMMANDS[command]
   gin_utils.parse(files, bindings, paths, main_module=module)  # bad gin fails here, first
   distributed.initialize(multihost)
   # By name, never __main__'s copy: `python -m t5x.train` runs the file as __main__, but
   # the gin files configure the function of the module t5x.train.
-  gin.get_configurable(getattr(importlib.import_module(module), name))()
+  gin.get_configurable(getattr(importlib.import_module(module), name))(**call_args)
 
 
 # ----------------------------------------------------------------------------- errors

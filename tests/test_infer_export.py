@@ -97,10 +97,10 @@ def test_infer_modes_as_t5x(quickstart, tmp_path):
 
 def test_infer_shards_split_the_task_as_t5x(quickstart, sampled_runs, tmp_path):
   model_dir, _ = quickstart
-  for shard in (0, 1):
+  # The shard as a gin binding, or as T5X's --shard_id flag (which overrides it).
+  for shard in ('--gin.infer.shard_id=0', '--shard_id=1'):
     assert _infer(model_dir, tmp_path, '--gin.MIXTURE_OR_TASK_NAME="copoet_ki_ke"',
-                  f'--gin.TASK_FEATURE_LENGTHS={LENGTHS}', f'--gin.infer.shard_id={shard}',
-                  '--gin.infer.num_shards=2',
+                  f'--gin.TASK_FEATURE_LENGTHS={LENGTHS}', shard, '--gin.infer.num_shards=2',
                   '--gin.decoding.DecodeOptions.max_decode_length=4') == 0
   shards = [_rows(tmp_path / f'copoet_ki_ke-predict.jsonl-0000{k}-of-00002') for k in (0, 1)]
   whole = _rows(sampled_runs / 'copoet_ki_ke-predict-run1.jsonl-00000-of-00001')

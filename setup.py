@@ -53,7 +53,6 @@ setuptools.setup(
     # gin/ ships inside the package, so an installed `t5x train` finds relative gin files.
     package_dir={'t5x.gin': 'gin'},
     package_data={'t5x.gin': ['*.gin', '*/*.gin', '*/*/*.gin'],
-                  't5x.examples.t5': ['*.gin'],
                   **{f't5x.examples.t5.{family}': ['*.gin'] for family in ('t5_1_0', 't5_1_1', 'mt5', 'byt5')},
                   't5x_cli': ['web/*/*'],
                   't5x_tasks': ['data/*.md', 'data/*.txt', 'data/*.parquet', 'data/*/*',

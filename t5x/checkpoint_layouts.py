@@ -94,6 +94,17 @@ def restore_target_sharded(path: str, abstract_params: Any) -> Any:
   return _partial_restore(path, {'target': abstract_params}, {'target': args})['target']
 
 
+def restore_adafactor_start(path: str, abstract_params: Any, abstract_opt_state: Any):
+  """(step, params, opt_state) of a start point in T5X's layout that holds T5X's
+  Adafactor state, when this run's optimizer is T5X's Adafactor: a T5X fine-tune
+  continues the pre-training's optimizer state and step. None otherwise (another layout
+  or optimizer: the run starts from the parameters alone)."""
+  if (layout(path) != T5X or 'param_states' not in _metadata(path)['state']
+      or _adafactor_state(abstract_opt_state) is None):
+    return None
+  return restore_train_state(path, abstract_params, abstract_opt_state)
+
+
 def restore_train_state(path: str, abstract_params: Any, abstract_opt_state: Any):
   """(step, params, opt_state) of a checkpoint in T5X's layout, into the given shardings.
 

@@ -176,6 +176,11 @@ def restore_target_sharded(path: str, abstract_params: Any) -> Any:
   return ocp.StandardCheckpointer().restore(target, abstract_params)
 
 
+def restore_adafactor_start(path: str, abstract_params: Any, abstract_opt_state: Any):
+  """See checkpoint_layouts.restore_adafactor_start: T5X's fine-tuning start."""
+  return layouts.restore_adafactor_start(path, abstract_params, abstract_opt_state)
+
+
 class ModelMismatch(ValueError):
   """A readable checkpoint whose parameters are not this model's (another config)."""
 

@@ -92,7 +92,11 @@ def run(command: str, flags: Sequence[str]) -> None:
                      + (', --num_runs=N, --shard_id=N' if command == 'infer' else '')
                      + ' and --debug')
   module, name = COMMANDS[command]
-  gin_utils.parse(files, bindings, paths, main_module=module)  # bad gin fails here, first
+  try:
+    gin_utils.parse(files, bindings, paths, main_module=module)  # bad gin fails here, first
+  except Exception:
+    gin.clear_config()  # no half-parsed config stays bound in this process (notebooks, tests)
+    raise
   distributed.initialize(multihost)
   # By name, never __main__'s copy: `python -m t5x.train` runs the file as __main__, but
   # the gin files configure the function of the module t5x.train.

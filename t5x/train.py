@@ -323,6 +323,9 @@ def _restore_or_init(trainer, ckpt, checkpoint_cfg, seed):
                     restore.dtype, trainer.model.config.param_dtype)
   params = None
   if path:
+    started = _restore_initial_adafactor(path, trainer)
+    if started is not None:
+      return started, 0, 'initial'
     try:
       params = _restore_initial_sharded(path, trainer)
       if params is None:  # another format or layout: read on the host, convert, shard
@@ -357,6 +360,27 @@ def initial_step(path: str) -> int:
     name = os.path.basename(os.path.dirname(os.path.normpath(path)))
   match = re.fullmatch(r'checkpoint_(\d+)', name)
   return int(match.group(1)) if match else 0
+
+
+def _restore_initial_adafactor(path: str, trainer: trainer_lib.Trainer):
+  """The train state of a T5X-layout start point holding T5X's Adafactor state, when this
+  run trains with T5X's Adafactor and the parameters are the model's: as in T5X, the
+  fine-tune continues the optimizer state and step. None otherwise."""
+  folder = path if checkpoints.is_checkpoint(path) else checkpoints.latest(path)
+  if not folder:
+    return None
+  abstract = trainer.abstract_state
+  want = {k: tuple(v.shape) for k, v in model_config.flatten(abstract.params).items()}
+  if checkpoints.target_shapes(folder) != want:
+    return None
+  started = checkpoints.restore_adafactor_start(folder, abstract.params, abstract.opt_state)
+  if started is None:
+    return None
+  step, params, opt_state = started
+  logging.info('INITIAL_CHECKPOINT_PATH %s: parameters, Adafactor state and step %d '
+               'restored, as T5X does', folder, step)
+  return trainer_lib.TrainState(step=_step_array(trainer, step), params=params,
+                                opt_state=opt_state)
 
 
 def _restore_initial_sharded(path: str, trainer: trainer_lib.Trainer) -> Optional[Any]:

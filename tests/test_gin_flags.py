@@ -37,9 +37,9 @@ def test_relative_gin_files_resolve_from_any_folder(tmp_path, monkeypatch):
   assert gin.query_parameter('MODEL_DIR/gin.macro.value') == '/tmp/m'
   assert gin.query_parameter('TRAIN_STEPS/gin.macro.value') == 5
   # The included files' T5X fine-tuning defaults are in force.
-  assert gin.query_parameter('optimizers.adafactor.decay_rate') == 0.8
-  assert gin.query_parameter('optimizers.adafactor.clipping_threshold') == 1.0
-  assert gin.query_parameter('optimizers.adafactor.momentum') is None
+  assert gin.query_parameter('adafactor.Adafactor.decay_rate') == 0.8
+  assert gin.query_parameter('adafactor.Adafactor.clipping_threshold') == 1.0
+  assert gin.query_parameter('adafactor.Adafactor.beta1') is None
   assert gin.query_parameter('utils.create_learning_rate_scheduler.factors') == 'constant'
   assert gin.query_parameter('utils.create_learning_rate_scheduler.base_learning_rate') == 0.001
   assert gin.query_parameter('Z_LOSS/gin.macro.value') == 0.0001
@@ -104,7 +104,7 @@ def test_size_file_parses_with_base_bindings_and_own_sizes():
   gin_utils.parse(['models/t5_1_1/xl.gin'], [])
   assert gin.query_parameter('network.T5Config.emb_dim') == 2048
   assert gin.query_parameter('network.T5Config.mlp_activations') == ('gelu', 'linear')
-  assert gin.query_parameter('optimizers.adafactor.decay_rate') == 0.8
+  assert gin.query_parameter('adafactor.Adafactor.decay_rate') == 0.8
   fields = gin_utils.config_from_gin(str(ROOT / 'gin' / 'models' / 't5_1_1' / 'xl.gin'))
   assert fields['emb_dim'] == 2048 and fields['vocab_size'] == 32128  # macro from base.gin
 

@@ -268,8 +268,8 @@ def test_the_project_keeps_its_layers():
 
 
 def test_commands_read_models_through_the_loader_not_the_notebook_api():
-  """t5x.api (`t5x.load`, for notebooks) is a leaf: train, infer, eval, export, the
-  planner and serving read models with t5x.loader."""
+  """t5x.api (`t5x.load`, for notebooks) is a leaf: train, infer, eval (through
+  script_args), export, the planner and serving read models with t5x.loader."""
   imports, _ = project_imports()
   users = sorted({i.where for i in imports if i.target == 't5x.api'})
   assert not users, f'modules importing the notebook API: {users}'

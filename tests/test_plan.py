@@ -47,19 +47,26 @@ def _shard_factor(axes, model_axis: int) -> int:
 
 
 def _expected_bytes(cfg: T5Config, model_axis: int) -> tuple[int, int]:
-  """(parameter bytes, Adafactor state bytes) per device for float32 parameters."""
+  """(parameter bytes, Adafactor state bytes) per device for float32 parameters.
+
+  The model files' optimizer is T5X's Adafactor: per parameter the second-moment
+  statistics that optax's factored Adafactor keeps too (v, or v_row and v_col, with a
+  one-float placeholder for the other), T5X's momentum slot m (one float when beta1 is
+  None), and one int32 step."""
   shapes, axes = model_config.param_shapes(cfg), model_config.param_axes(cfg)
   params = sum(math.prod(shapes[k]) * 4 // _shard_factor(axes[k], model_axis) for k in shapes)
   tree = model_config.unflatten({k: jax.ShapeDtypeStruct(s, np.float32) for k, s in shapes.items()})
-  # A schedule, as the trainer passes one: its step count is one more int32 leaf.
   adafactor = optax.adafactor(lambda step: 1e-3, min_dim_size_to_factor=128)
   state = jax.eval_shape(adafactor.init, tree)
-  opt = 4  # the int32 step counter
+  # T5X's step, its m per parameter, and the trainer's schedule step (one int32 leaf).
+  opt = 4 + 4 * len(shapes) + 4
   for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+    if leaf.ndim == 0:
+      continue  # optax's own step counts: T5X keeps the one counted above
     name = '/'.join(str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey))
     nbytes = math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize
     # Second moments shaped like their parameter are sharded like it; factored row and
-    # column statistics, placeholders and counts are replicated.
+    # column statistics and placeholders are replicated.
     if name in shapes and tuple(leaf.shape) == shapes[name]:
       nbytes //= _shard_factor(axes[name], model_axis)
     opt += nbytes

@@ -230,3 +230,21 @@ def test_t5x_infer_and_export_read_a_t5x_model_dir(t5x_orbax, step3, tmp_path, c
   import safetensors.numpy
   exported = safetensors.numpy.load_file(str(tmp_path / 'hf' / 'model.safetensors'))
   assert exported['shared.weight'].tobytes() == step3[0]['token_embedder/embedding'].tobytes()
+
+
+@pytest.mark.slow  # two training loops with checkpoints
+def test_initial_checkpoint_continues_t5x_adafactor_like_a_resume(t5x_orbax, step3, tmp_path):
+  """As in T5X, a fine-tune from a checkpoint holding T5X's Adafactor state continues that
+  state and step: INITIAL_CHECKPOINT_PATH = checkpoint_3 trained to step 5 equals
+  checkpoint_3 resumed as MODEL_DIR and trained to step 5, bit for bit."""
+  started = _from_initial(tmp_path / 'initial', t5x_orbax / 'checkpoint_3', 5)
+  resumed_dir = tmp_path / 'resumed'
+  resumed_dir.mkdir()
+  shutil.copytree(t5x_orbax / 'checkpoint_3', resumed_dir / 'checkpoint_3')
+  resumed = train_helpers.numpy_run(resumed_dir, _t5x_model(), steps=5, period=1)
+  assert int(started.step) == int(resumed.step) == 5
+  leaves = lambda tree: dict(enumerate(map(np.asarray, jax.tree_util.tree_leaves(tree))))
+  _equal_bits(leaves((started.params, started.opt_state)),
+              leaves((resumed.params, resumed.opt_state)))
+  (slots,) = [s for s in started.opt_state if isinstance(s, adafactor.AdafactorState)]
+  assert int(slots.step) == 5  # the optimizer's own count went on from 3

@@ -36,20 +36,26 @@ def _t5x_script(module, configs, run_gin, task_gin, cwd, *bindings):
       cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600)
 
 
-@pytest.fixture(scope='module')
-def t5x_tiny_run(shared_dir, tmp_path_factory):
-  """(MODEL_DIR, finished process) of T5X's tiny.gin + runs/finetune.gin, 3 steps."""
-  tmp_path = tmp_path_factory.mktemp('t5x_tiny')
+def _t5x_train(configs, run_gin, tmp_path, *bindings):
+  """(MODEL_DIR, finished process) of `python -m t5x.train` with T5X's tiny.gin and
+  `run_gin` on copoet_instructions, batches of 8."""
   task_gin = tmp_path / 'task.gin'
   task_gin.write_text(TASK_GIN)
   model_dir = tmp_path / 'model'
   proc = _t5x_script(
-      't5x.train', shared_dir / 't5x_configs', 'finetune.gin', task_gin, tmp_path,
-      f'--gin.MODEL_DIR="{model_dir}"', '--gin.MIXTURE_OR_TASK_NAME="copoet_instructions"',
-      "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 24}", '--gin.TRAIN_STEPS=3',
-      '--gin.INITIAL_CHECKPOINT_PATH=None', '--gin.USE_CACHED_TASKS=False',
-      '--gin.BATCH_SIZE=8', '--gin.EVAL_STEPS=2')
+      't5x.train', configs, run_gin, task_gin, tmp_path, f'--gin.MODEL_DIR="{model_dir}"',
+      '--gin.MIXTURE_OR_TASK_NAME="copoet_instructions"', '--gin.USE_CACHED_TASKS=False',
+      "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 24}", '--gin.BATCH_SIZE=8',
+      *bindings)
   return model_dir, proc
+
+
+@pytest.fixture(scope='module')
+def t5x_tiny_run(shared_dir, tmp_path_factory):
+  """(MODEL_DIR, finished process) of T5X's tiny.gin + runs/finetune.gin, 3 steps."""
+  return _t5x_train(shared_dir / 't5x_configs', 'finetune.gin',
+                    tmp_path_factory.mktemp('t5x_tiny'), '--gin.TRAIN_STEPS=3',
+                    '--gin.INITIAL_CHECKPOINT_PATH=None', '--gin.EVAL_STEPS=2')
 
 
 @pytest.mark.slow
@@ -140,7 +146,7 @@ def test_t5x_model_files_build(shared_dir, size):
 @pytest.mark.parametrize('path', sorted(
     str(p.relative_to(ROOT)) for p in (ROOT / 't5x' / 'examples' / 't5').glob('*/*.gin')))
 def test_model_files_at_t5x_paths_equal_the_project_files(path):
-  """t5x/examples/t5/FAMILY/SIZE.gin is models/FAMILY/SIZE.gin with T5X's Adafactor."""
+  """t5x/examples/t5/FAMILY/SIZE.gin is models/FAMILY/SIZE.gin; both use T5X's Adafactor."""
   family, size = path.split('/')[-2], path.split('/')[-1]
   ours, theirs = _model([f'models/{family}/{size}']), _model([path])
   assert theirs.module.config == ours.module.config
@@ -189,15 +195,9 @@ def test_unknown_t5x_binding_is_gins_error_with_file_and_line(shared_dir, tmp_pa
 def test_t5x_pretrain_gin_trains_with_its_schedule(shared_dir, tmp_path):
   """T5X's runs/pretrain.gin: packed examples, RestoreCheckpointConfig.path = [] (from
   scratch), RANDOM_SEED = None, and its rsqrt schedule: 1.0 / sqrt(10_000 warm-up steps)."""
-  task_gin = tmp_path / 'task.gin'
-  task_gin.write_text(TASK_GIN)
-  model_dir = tmp_path / 'model'
-  proc = _t5x_script(
-      't5x.train', shared_dir / 't5x_configs', 'pretrain.gin', task_gin, tmp_path,
-      f'--gin.MODEL_DIR="{model_dir}"', '--gin.MIXTURE_OR_TASK_NAME="copoet_instructions"',
-      "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 24}", '--gin.TRAIN_STEPS=2',
-      '--gin.USE_CACHED_TASKS=False', '--gin.BATCH_SIZE=8', '--gin.DROPOUT_RATE=0.0',
-      '--gin.train_script.train.eval_steps=1')
+  model_dir, proc = _t5x_train(shared_dir / 't5x_configs', 'pretrain.gin', tmp_path,
+                               '--gin.TRAIN_STEPS=2', '--gin.DROPOUT_RATE=0.0',
+                               '--gin.train_script.train.eval_steps=1')
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(model_dir / 'metrics.jsonl') as f:
     train = [r for r in map(json.loads, f) if r['split'] == 'train']

@@ -48,6 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from t5x import model_config
 from t5x import scan_layout
 from t5x.examples.t5.network import Transformer
 
@@ -639,8 +640,24 @@ def _compiled(module: Transformer, options: DecodeOptions, eos_id: int) -> Calla
   return jax.jit(functools.partial(_generate_impl, module, options, eos_id))
 
 
+@functools.lru_cache(maxsize=16)
+def _compiled_on_mesh(module: Transformer, options: DecodeOptions, eos_id: int,
+                      partitioner: Any) -> Callable:
+  """The same decode as `_compiled`, as one program on `partitioner`'s mesh: parameters
+  sharded by the training rules (their logical axes), rows over 'data'; the network's
+  logical constraints shard the activations and the key/value cache (batch over 'data',
+  heads over 'model'). Tokens and scores come back replicated, gathered once at the end."""
+  axes = model_config.param_axes(module.config)
+  params = model_config.unflatten({k: partitioner.sharding(v) for k, v in axes.items()})
+  return partitioner.partition(
+      functools.partial(_generate_impl, module, options, eos_id),
+      in_shardings=(params, partitioner.batch_sharding(2), partitioner.replicated),
+      out_shardings=(partitioner.replicated, partitioner.replicated))
+
+
 def generate(module: Transformer, params, encoder_input_tokens,
-             options: DecodeOptions = DecodeOptions(), eos_id: int = 1) -> tuple[Array, Array]:
+             options: DecodeOptions = DecodeOptions(), eos_id: int = 1,
+             partitioner: Any = None) -> tuple[Array, Array]:
   """Decodes a batch.
 
   Args:
@@ -649,18 +666,30 @@ def generate(module: Transformer, params, encoder_input_tokens,
     encoder_input_tokens: int32 [b, l], 0 = padding.
     options: see `DecodeOptions`.
     eos_id: the end-of-sequence token.
+    partitioner: a `partitioning.PjitPartitioner` to decode on its mesh (parameters and
+      cache sharded as in training; rows padded to a multiple of its 'data' size), or
+      None for the default device.
   Returns:
     tokens: int32 [b, num_decodes, max_decode_length], 0 after EOS; beams best first.
     scores: float32 [b, num_decodes], summed log-probs of the generated tokens (EOS
       included); for beam search divided by `brevity_penalty(alpha, length)`.
   """
   options = options.validate()
-  fn = _compiled(module, dataclasses.replace(options, seed=0), int(eos_id))
+  key = (module, dataclasses.replace(options, seed=0), int(eos_id))
   tokens = jnp.asarray(encoder_input_tokens, jnp.int32)
   if tokens.ndim != 2:
     raise ValueError(f'encoder_input_tokens has shape {tokens.shape}; expected [batch, length]')
   # Any Python int seeds; PRNG keys take 32 bits.
-  return fn(nn.unbox(params), tokens, jnp.asarray(options.seed % 2 ** 32, jnp.uint32))
+  seed = jnp.asarray(options.seed % 2 ** 32, jnp.uint32)
+  if partitioner is None:
+    return _compiled(*key)(nn.unbox(params), tokens, seed)
+  # Padding rows (all 0) decode to nothing and are cut off again; the row keys of the
+  # real rows do not depend on the batch size, so results equal an unpadded decode.
+  rows = tokens.shape[0]
+  pad = -rows % partitioner.data_size
+  tokens = jnp.pad(tokens, ((0, pad), (0, 0)))
+  out_tokens, scores = _compiled_on_mesh(*key, partitioner)(nn.unbox(params), tokens, seed)
+  return out_tokens[:rows], scores[:rows]
 
 
 def generate_sampled(module: Transformer, params, encoder_input_tokens, temperature, top_k,

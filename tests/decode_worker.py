@@ -1,0 +1,72 @@
+"""Run with XLA_FLAGS=--xla_force_host_platform_device_count=8: the decode of a tiny model
+on several meshes against one device; prints one JSON line for the parent test."""
+import json
+import os
+import sys
+
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+import train_helpers  # noqa: E402
+from t5x import decoding  # noqa: E402
+from t5x import model_config  # noqa: E402
+from t5x import partitioning  # noqa: E402
+
+# 8 heads, and vocabulary / MLP / head sizes that 8 model shards divide.
+NETWORK = dict(num_heads=8, head_dim=4, emb_dim=32, mlp_dim=64, vocab_size=128)
+OPTIONS = {
+    'greedy': decoding.DecodeOptions(max_decode_length=12),
+    'beam': decoding.DecodeOptions(decode='beam', num_decodes=3, max_decode_length=12),
+    'sample': decoding.DecodeOptions(decode='sample', num_decodes=2, top_k=20, seed=7,
+                                     max_decode_length=12),
+}
+
+
+def decode_all(model, params, tokens, partitioner):
+  out = {}
+  for name, options in OPTIONS.items():
+    got, scores = decoding.generate(model.module, params, tokens, options,
+                                    partitioner=partitioner)
+    out[name] = (np.asarray(got), np.asarray(scores))
+  return out
+
+
+def main():
+  devices = jax.devices()
+  assert len(devices) == 8, devices
+  rng = np.random.RandomState(0)
+  tokens = rng.randint(2, 128, (6, 10)).astype(np.int32)  # 6 rows: padded to the data axis
+  tokens[4, 6:] = 0
+  result = {}
+  # Every mesh for the plain float32 model; the scanned bfloat16 one on two of them.
+  cases = [(False, 'float32', ('8x1', '4x2', '2x4', '1x8')), (True, 'bfloat16', ('4x2', '1x8'))]
+  for scan, dtype, meshes in cases:
+    model = train_helpers.tiny_model(scan_layers=scan, param_dtype=dtype, **NETWORK)
+    params = model.init_params(jax.random.PRNGKey(0))
+    want = decode_all(model, params, tokens, None)
+    axes = model_config.param_axes(model.config)
+    for mesh in meshes:
+      part = partitioning.PjitPartitioner(int(mesh.split('x')[1]), devices=devices)
+      shardings = {k: part.sharding(axes[k]) for k in axes}
+      flat = {k: jax.device_put(v, shardings[k])
+              for k, v in model_config.flatten(params).items()}
+      got = decode_all(model, model_config.unflatten(flat), tokens, part)
+      key = f'{"scan" if scan else "plain"}-{dtype}-{mesh}'
+      result[key] = {name: {
+          'same_tokens': bool(np.array_equal(got[name][0], want[name][0])),
+          'score_diff': float(np.max(np.abs(got[name][1] - want[name][1])))}
+          for name in OPTIONS}
+      # Per-device parameter bytes, read from the arrays, against each parameter's bytes
+      # divided by the mesh axes its logical axes map to.
+      result[key]['param_bytes_per_device'] = sum(
+          v.addressable_shards[0].data.nbytes for v in flat.values())
+      result[key]['expected_param_bytes_per_device'] = sum(
+          v.nbytes // int(np.prod([part.mesh.shape[a] for a in shardings[k].spec if a]))
+          for k, v in flat.items())
+      result[key]['param_bytes'] = sum(v.nbytes for v in flat.values())
+  print('RESULT ' + json.dumps(result))
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,43 @@
+"""The decode as one program on a mesh (decode_worker.py, 8 simulated CPU devices in a
+subprocess): token-identical to one device, parameters sharded as in training."""
+import json
+import os
+import sys
+
+import pytest
+
+import jobs
+from conftest import ENV
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MESHES = ['plain-float32-8x1', 'plain-float32-4x2', 'plain-float32-2x4', 'plain-float32-1x8',
+          'scan-bfloat16-4x2', 'scan-bfloat16-1x8']
+
+
+@jobs.fixture(scope='module')
+def eight_device_decode(_folder):
+  """decode_worker.py's results: {case-mesh: {decode: {same_tokens, score_diff}, bytes}}."""
+  env = dict(ENV, XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  proc = jobs.run([sys.executable, os.path.join(HERE, 'decode_worker.py')], env=env,
+                  timeout=900)
+  lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
+  assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+  return json.loads(lines[-1][len('RESULT '):])
+
+
+@pytest.mark.parametrize('case', MESHES)
+def test_decode_on_a_mesh_equals_one_device(eight_device_decode, case):
+  run = eight_device_decode[case]
+  for name in ('greedy', 'beam', 'sample'):  # sampling: the same seeds, the same tokens
+    assert run[name]['same_tokens'], name
+  for name in ('greedy', 'beam'):
+    assert run[name]['score_diff'] < 1e-5, name
+
+
+@pytest.mark.parametrize('case', MESHES)
+def test_parameters_are_sharded_by_the_training_rules(eight_device_decode, case):
+  run = eight_device_decode[case]
+  assert run['param_bytes_per_device'] == run['expected_param_bytes_per_device']
+  if case.endswith('1x8'):  # 1/8 of the whole, up to the replicated norms and biases
+    whole = run['param_bytes']
+    assert whole / 8 <= run['param_bytes_per_device'] < whole / 8 * 1.06

@@ -655,6 +655,15 @@ def _compiled_on_mesh(module: Transformer, options: DecodeOptions, eos_id: int,
       out_shardings=(partitioner.replicated, partitioner.replicated))
 
 
+def place_params(module: Transformer, params, partitioner: Any) -> Any:
+  """`params` (numpy or jax, any layout `module` has) on `partitioner`'s mesh, sharded by
+  their logical axes as in training: placed once, then every decode reads them there."""
+  axes = model_config.param_axes(module.config)
+  flat = model_config.flatten(nn.unbox(params))
+  return model_config.unflatten({k: jax.device_put(v, partitioner.sharding(axes[k]))
+                                 for k, v in flat.items()})
+
+
 def generate(module: Transformer, params, encoder_input_tokens,
              options: DecodeOptions = DecodeOptions(), eos_id: int = 1,
              partitioner: Any = None) -> tuple[Array, Array]:

@@ -44,7 +44,8 @@ def evaluate(*, output_dir: str, model: Any = None,
   the checkpoint must fit it; None: the network the checkpoint describes), `dataset_cfg`
   (task or mixture, split, batch size; `task_feature_lengths=None`, T5X's eval default,
   lets SeqIO use the longest example of each feature), `restore_checkpoint_cfg` (path,
-  mode, `dtype='bfloat16'` halves parameter memory), `inference_evaluator_cls` (T5X's
+  mode, `dtype='bfloat16'` halves parameter memory), `partitioner` (T5X's
+  `PjitPartitioner`: the decode runs on its mesh), `inference_evaluator_cls` (T5X's
   `@seqio.Evaluator` with its gin-bound loggers, which write into OUTPUT_DIR as in T5X).
   The T5X arguments after `summarize_config_fn` are accepted; those given with a value
   that has no effect here are named in one warning.
@@ -57,7 +58,7 @@ def evaluate(*, output_dir: str, model: Any = None,
   if jax.process_count() > 1:
     raise ValueError('t5x eval runs in one process (it decodes on this host\'s devices); '
                      'start it without the multi-host flags, on one worker.')
-  inert = script_args.dataset_inert(dataset_cfg) + script_args.partitioner_inert(partitioner)
+  inert = script_args.dataset_inert(dataset_cfg)
   for name, value in (('training_evaluator_cls', training_evaluator_cls),
                       ('train_state_initializer_cls', train_state_initializer_cls),
                       ('train_eval_get_dataset_fn', train_eval_get_dataset_fn),
@@ -89,7 +90,8 @@ def evaluate(*, output_dir: str, model: Any = None,
         Transformer(loaded.config), loaded.params, dataset_cfg.mixture_or_task_name,
         dataset_cfg.task_feature_lengths, output_dir, step, split=dataset_cfg.split,
         batch_size=dataset_cfg.batch_size, decode_options=decode_options,
-        evaluator_cls=inference_evaluator_cls, use_cached=dataset_cfg.use_cached)
+        evaluator_cls=inference_evaluator_cls, use_cached=dataset_cfg.use_cached,
+        partitioner=partitioner)
   return results
 
 
@@ -98,7 +100,8 @@ def evaluate_params(module: Transformer, params: Any, mixture_or_task_name: str,
                     split: str = 'test', batch_size: int = 32,
                     decode_options: decoding.DecodeOptions = decoding.DecodeOptions(),
                     records: bool = True, evaluator_cls: Any = None,
-                    log_dir: Optional[str] = None, use_cached: bool = False) -> dict:
+                    log_dir: Optional[str] = None, use_cached: bool = False,
+                    partitioner: Any = None) -> dict:
   """Metrics of `params` on every task of `mixture_or_task_name` with `split`; also
   written to OUTPUT_DIR as `metrics-step<step>.json`, and, when `records`, appended to
   OUTPUT_DIR/metrics.jsonl and TensorBoard. Used by `t5x eval` and by training's
@@ -106,7 +109,8 @@ def evaluate_params(module: Transformer, params: Any, mixture_or_task_name: str,
   events are the training run's, written by its own MetricsWriter.
 
   `evaluator_cls` (default seqio.Evaluator) is built as T5X builds it; its loggers, when
-  gin gives it some, write into `log_dir` (default OUTPUT_DIR).
+  gin gives it some, write into `log_dir` (default OUTPUT_DIR). `partitioner` decodes on
+  its mesh, with the parameters placed there once (see decoding.generate).
   """
   seqio = data._seqio()
   data.get_task(data.DatasetConfig(mixture_or_task_name, {}, split, 1, False, None))
@@ -115,6 +119,8 @@ def evaluate_params(module: Transformer, params: Any, mixture_or_task_name: str,
       feature_converter=seqio.EncDecFeatureConverter(pack=False), eval_split=split,
       use_cached=use_cached, log_dir=log_dir or output_dir,
       sequence_length=dict(task_feature_lengths) if task_feature_lengths else None)
+  if partitioner is not None:
+    params = decoding.place_params(module, params, partitioner)
   scorer = jax.jit(models.EncoderDecoderModel(module).score_batch)
 
   def predict_with_aux_fn(dataset, model_feature_shapes=None):
@@ -122,7 +128,7 @@ def evaluate_params(module: Transformer, params: Any, mixture_or_task_name: str,
     out = []
     for indices, batch in _batches(dataset, batch_size):
       tokens, scores = decoding.generate(module, params, batch['encoder_input_tokens'],
-                                         decode_options)
+                                         decode_options, partitioner=partitioner)
       tokens, scores = np.asarray(tokens)[:, 0].tolist(), np.asarray(scores)[:, 0].tolist()
       out.extend((i, (t, {'scores': s})) for i, t, s in zip(indices, tokens, scores))
     return out

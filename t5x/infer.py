@@ -76,7 +76,9 @@ def infer(*, output_dir: str, mode: str = 'predict', model: Any = None,
   split, batch_size) or `prompts_file` (JSON Lines with "inputs" / "prompt" /
   "instruction", and "targets" to score; or plain text, one prompt per line; batched by
   `dataset_cfg.batch_size`, else 32). `restore_checkpoint_cfg.dtype='bfloat16'` halves
-  parameter memory. `shard_id` of `num_shards` decodes that SeqIO shard (every
+  parameter memory. `partitioner` (T5X's `PjitPartitioner`) decodes on its mesh with the
+  parameters sharded as in training; None decodes on the default device. `shard_id` of
+  `num_shards` decodes that SeqIO shard (every
   `num_shards`-th prompt of a file). `fallback_init_rng` with
   `restore_checkpoint_cfg.fallback_to_scratch` decodes with `model`'s random weights when
   the checkpoint is missing (as T5X). The T5X arguments after it are accepted; those
@@ -116,7 +118,7 @@ def infer(*, output_dir: str, mode: str = 'predict', model: Any = None,
       path = os.path.join(output_dir, f'{source.name}-{mode}{suffix}.{file_extension}'
                                       f'-{shard_id:05}-of-{num_shards:05}')
       _decode_run(loaded, source, path, mode, batch_size, decode_options, run,
-                  max(1, checkpoint_period), show_progress)
+                  max(1, checkpoint_period), show_progress, partitioner)
       paths.append(path)
   return paths
 
@@ -124,7 +126,6 @@ def infer(*, output_dir: str, mode: str = 'predict', model: Any = None,
 def _inert(args: dict) -> list[str]:
   """T5X's infer arguments given with a value that has no effect here."""
   inert = script_args.dataset_inert(args['dataset_cfg'])
-  inert += script_args.partitioner_inert(args['partitioner'])
   if not args['merge_chunked_results']:
     inert.append('merge_chunked_results=False (each shard is written as one file)')
   for name in ('write_fn', 'merge_fn', 'train_state_initializer_cls'):
@@ -199,7 +200,7 @@ def _target_tokens(row: dict, task: str) -> list[int]:
 
 
 def _decode_run(loaded, source: _Source, path: str, mode: str, batch_size: int, options,
-                run: int, sync_period: int, show_progress: bool) -> None:
+                run: int, sync_period: int, show_progress: bool, partitioner=None) -> None:
   if os.path.exists(path + COMPLETED):
     return  # finished earlier
   if os.path.exists(path):  # renamed, then stopped before the marker
@@ -213,17 +214,21 @@ def _decode_run(loaded, source: _Source, path: str, mode: str, batch_size: int, 
     bar = tqdm(total=len(source.examples), initial=done, unit='ex',
                desc=os.path.basename(path))
   module = Transformer(loaded.config)
+  params = loaded.params
+  if partitioner is not None:  # T5X's runs/infer.gin: decode on the partitioner's mesh
+    params = decoding.place_params(module, params, partitioner)
   scorer = jax.jit(models.EncoderDecoderModel(module).score_batch) if mode == 'score' else None
   with fs_utils.open_append(partial) as out:
     for batch, start in enumerate(range(done - done % batch_size, len(source.examples),
                                         batch_size)):
       rows = source.examples[start:start + batch_size]
       if mode == 'score':
-        outputs = _score(scorer, loaded.params, source, rows)
+        outputs = _score(scorer, params, source, rows)
       else:
         # The seed depends on (run, batch) only, so a resumed run repeats the same draws.
         seeded = dataclasses.replace(options, seed=options.seed + 1_000_003 * run + start)
-        tokens, scores = decoding.generate(module, loaded.params, source.encode(rows), seeded)
+        tokens, scores = decoding.generate(module, params, source.encode(rows), seeded,
+                                           partitioner=partitioner)
         tokens, scores = np.asarray(tokens)[:, 0], np.asarray(scores)[:, 0]
         outputs = [{'prediction': source.detokenize(t)} for t in tokens]
         if mode == 'predict_with_aux':

@@ -34,14 +34,6 @@ def dataset_inert(cfg: Optional[utils.DatasetConfig]) -> list[str]:
   return inert
 
 
-def partitioner_inert(partitioner: Any) -> list[str]:
-  """A partitioner that splits the model: decoding here runs on one device."""
-  parts = getattr(partitioner, 'num_partitions', 1)
-  if partitioner is not None and parts not in (None, 1):
-    return [f'PjitPartitioner.num_partitions={parts} (decoding runs on one device)']
-  return []
-
-
 def restore_path(cfg: Optional[utils.RestoreCheckpointConfig], command: str) -> str:
   """The checkpoint `cfg` names; errors say how to name one."""
   if cfg is None or not cfg.path:

@@ -49,8 +49,7 @@ def main():
     for mesh in meshes:
       part = partitioning.PjitPartitioner(int(mesh.split('x')[1]), devices=devices)
       shardings = {k: part.sharding(axes[k]) for k in axes}
-      flat = {k: jax.device_put(v, shardings[k])
-              for k, v in model_config.flatten(params).items()}
+      flat = model_config.flatten(decoding.place_params(model.module, params, part))
       got = decode_all(model, model_config.unflatten(flat), tokens, part)
       key = f'{"scan" if scan else "plain"}-{dtype}-{mesh}'
       result[key] = {name: {
@@ -65,7 +64,45 @@ def main():
           v.nbytes // int(np.prod([part.mesh.shape[a] for a in shardings[k].spec if a]))
           for k, v in flat.items())
       result[key]['param_bytes'] = sum(v.nbytes for v in flat.values())
+  result['infer'] = infer_on_meshes(devices)
   print('RESULT ' + json.dumps(result))
+
+
+def infer_on_meshes(devices):
+  """`t5x infer`'s function on a prompts file, on one device and on a 4x2 mesh: per mode,
+  whether the files hold the same lines, whether the decodes are, and the largest
+  difference of the decodes' log-probabilities (`aux.scores`)."""
+  import tempfile
+  from t5x import infer, utils
+  from t5x.conversion import converters
+  from t5x_tasks import vocabularies
+  folder = tempfile.mkdtemp()
+  model = train_helpers.tiny_model(**dict(NETWORK, vocab_size=384))
+  converters.write_model_dir(os.path.join(folder, 'model'),
+                             model.init_params(jax.random.PRNGKey(1)), model.module.config,
+                             vocabularies.QUICKSTART_SPM)
+  prompts = os.path.join(folder, 'prompts.jsonl')
+  with open(prompts, 'w') as f:
+    for i, text in enumerate(['a poem about the sea', 'the moon', 'rain on the roof'] * 3):
+      f.write(json.dumps({'inputs': text, 'targets': f'line {i}'}) + '\n')
+  same = {}
+  for mode in ('predict', 'score', 'predict_with_aux'):
+    outputs = []
+    for name, part in (('one', None), ('4x2', partitioning.PjitPartitioner(2, devices=devices))):
+      paths = infer.infer(
+          output_dir=os.path.join(folder, name), mode=mode, prompts_file=prompts,
+          restore_checkpoint_cfg=utils.RestoreCheckpointConfig(os.path.join(folder, 'model')),
+          partitioner=part, show_progress=False, summarize_config_fn=None,
+          decode_options=decoding.DecodeOptions(max_decode_length=8))
+      with open(paths[0], 'rb') as f:
+        outputs.append([json.loads(line) for line in f.read().splitlines()])
+    one, mesh = outputs
+    same[mode] = {'lines': len(one), 'same_lines': one == mesh,
+                  'same_predictions': [r.get('prediction') for r in one]
+                  == [r.get('prediction') for r in mesh],
+                  'aux_diff': max((abs(a['aux']['scores'] - b['aux']['scores'])
+                                   for a, b in zip(one, mesh) if 'aux' in a), default=0.0)}
+  return same
 
 
 if __name__ == '__main__':

@@ -41,3 +41,12 @@ def test_parameters_are_sharded_by_the_training_rules(eight_device_decode, case)
   if case.endswith('1x8'):  # 1/8 of the whole, up to the replicated norms and biases
     whole = run['param_bytes']
     assert whole / 8 <= run['param_bytes_per_device'] < whole / 8 * 1.06
+
+
+def test_infer_on_a_mesh_writes_what_one_device_writes(eight_device_decode):
+  runs = eight_device_decode['infer']
+  assert all(r['lines'] == 9 and r['same_predictions'] for r in runs.values()), runs
+  # Decodes and teacher-forced scores: the same lines; a decode's log-probability
+  # (summed on the mesh in another order) agrees to float32 round-off.
+  assert runs['predict']['same_lines'] and runs['score']['same_lines'], runs
+  assert runs['predict_with_aux']['aux_diff'] < 1e-5, runs

@@ -114,10 +114,12 @@ def evaluate_params(module: Transformer, params: Any, mixture_or_task_name: str,
   """
   seqio = data._seqio()
   data.get_task(data.DatasetConfig(mixture_or_task_name, {}, split, 1, False, None))
+  log_dir = log_dir or output_dir
+  os.makedirs(log_dir, exist_ok=True)  # seqio's JSON logger writes into it as it is
   evaluator = (evaluator_cls or seqio.Evaluator)(
       mixture_or_task_name=mixture_or_task_name,
       feature_converter=seqio.EncDecFeatureConverter(pack=False), eval_split=split,
-      use_cached=use_cached, log_dir=log_dir or output_dir,
+      use_cached=use_cached, log_dir=log_dir,
       sequence_length=dict(task_feature_lengths) if task_feature_lengths else None)
   if partitioner is not None:
     params = decoding.place_params(module, params, partitioner)

@@ -124,7 +124,7 @@ def train(*, model: models.EncoderDecoderModel, train_dataset_cfg: utils.Dataset
       if infer_eval_dataset_cfg is not None and due(step, infer_eval_period) and (
           not only_missing or _missing(writer, step, 'infer_eval')):
         _infer_eval(writer, model, params, infer_eval_dataset_cfg, decode_options, step,
-                    inference_evaluator_cls)
+                    inference_evaluator_cls, trainer.partitioner)
 
     if start > 0 and origin == 'model_dir':  # a kill between a save and its evaluation:
       evaluate_step(start, state.params, only_missing=True)  # evaluate that step first
@@ -237,14 +237,15 @@ def _max_over_hosts(value: int) -> int:
 
 
 def _infer_eval(writer, model, params, cfg: utils.DatasetConfig, decode_options, step: int,
-                evaluator_cls=None):
-  """Decoding-based metrics of every task of `cfg` at `step`, into MODEL_DIR."""
+                evaluator_cls=None, partitioner=None):
+  """Decoding-based metrics of every task of `cfg` at `step`, into MODEL_DIR, decoded on
+  the training mesh from the live (sharded) parameters: no copy to one device."""
   metrics = evaluation.evaluate_params(
       model.module, params, cfg.mixture_or_task_name, cfg.task_feature_lengths,
       writer.model_dir, step, split=cfg.split, batch_size=cfg.batch_size,
       decode_options=decode_options or decoding.DecodeOptions(), records=False,
       evaluator_cls=evaluator_cls, use_cached=cfg.use_cached,
-      log_dir=os.path.join(writer.model_dir, 'inference_eval'))
+      log_dir=os.path.join(writer.model_dir, 'inference_eval'), partitioner=partitioner)
   for task, values in metrics.items():
     writer.write(step, 'infer_eval', {f'{task}/{k}': v for k, v in values.items()
                                           if isinstance(v, float)})

@@ -65,7 +65,47 @@ def main():
           for k, v in flat.items())
       result[key]['param_bytes'] = sum(v.nbytes for v in flat.values())
   result['infer'] = infer_on_meshes(devices)
+  result['infer_eval'] = infer_eval_on_a_mesh(devices)
   print('RESULT ' + json.dumps(result))
+
+
+def infer_eval_on_a_mesh(devices):
+  """Training's infer_eval on a 4x2 mesh against `t5x eval` of the checkpoint it saved
+  (one device): their metrics, and the predictions seqio's JSON logger wrote."""
+  import functools
+  import gin
+  import seqio
+  import tempfile
+  from t5x import eval as evaluation, train, utils
+  from t5x_tasks import vocabularies  # noqa: F401 -- registers task_vocabulary
+  gin.bind_parameter('vocabularies.task_vocabulary.name', 'quickstart')
+  folder = tempfile.mkdtemp()
+  task = utils.DatasetConfig('copoet_compositional', {'inputs': 32, 'targets': 16}, 'test', 8,
+                             False, 0)
+  evaluator = functools.partial(seqio.Evaluator, logger_cls=[seqio.JSONLogger])
+  train.train(
+      model=train_helpers.tiny_model(**dict(NETWORK, vocab_size=384)),
+      train_dataset_cfg=utils.DatasetConfig('numpy', {}, 'train', 8, True, 0),
+      partitioner=partitioning.PjitPartitioner(2, devices=devices), model_dir=folder,
+      total_steps=2, get_dataset_fn=train_helpers.numpy_dataset(), show_progress=False,
+      checkpoint_cfg=utils.CheckpointConfig(save=utils.SaveCheckpointConfig(
+          period=2, use_async=False)),
+      infer_eval_dataset_cfg=task, infer_eval_period=2, inference_evaluator_cls=evaluator,
+      decode_options=decoding.DecodeOptions(max_decode_length=16))
+  with open(os.path.join(folder, 'metrics.jsonl')) as f:
+    during = [r for r in map(json.loads, f) if r['split'] == 'infer_eval']
+  after = evaluation.evaluate(
+      output_dir=os.path.join(folder, 'eval'), dataset_cfg=task,
+      restore_checkpoint_cfg=utils.RestoreCheckpointConfig(os.path.join(folder, 'checkpoint_2')),
+      inference_evaluator_cls=evaluator, summarize_config_fn=None,
+      decode_options=decoding.DecodeOptions(max_decode_length=16))
+  read = lambda path: [json.loads(line)['prediction'] for line in open(path)]
+  return {
+      'during': {k: v for k, v in during[-1].items() if k.startswith('copoet')},
+      'after': {f'copoet_compositional/{k}': v for k, v in after[2]['copoet_compositional'].items()},
+      'same_predictions': read(os.path.join(folder, 'inference_eval', 'copoet_compositional-000002.jsonl'))
+      == read(os.path.join(folder, 'eval', 'copoet_compositional-000002.jsonl')),
+      'predictions': len(read(os.path.join(folder, 'eval', 'copoet_compositional-000002.jsonl')))}
 
 
 def infer_on_meshes(devices):

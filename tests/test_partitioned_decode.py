@@ -50,3 +50,12 @@ def test_infer_on_a_mesh_writes_what_one_device_writes(eight_device_decode):
   # (summed on the mesh in another order) agrees to float32 round-off.
   assert runs['predict']['same_lines'] and runs['score']['same_lines'], runs
   assert runs['predict_with_aux']['aux_diff'] < 1e-5, runs
+
+
+def test_infer_eval_on_a_mesh_equals_t5x_eval_of_its_checkpoint(eight_device_decode):
+  """Training's infer_eval decodes the live parameters on the 4x2 training mesh; `t5x
+  eval` of the checkpoint saved at that step, on one device, gives the same metrics and
+  the same 40 predictions (as seqio's JSON logger wrote them)."""
+  run = eight_device_decode['infer_eval']
+  assert run['during'] == run['after'] and run['during']
+  assert run['same_predictions'] and run['predictions'] == 40

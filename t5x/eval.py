@@ -115,7 +115,8 @@ def evaluate_params(module: Transformer, params: Any, mixture_or_task_name: str,
   seqio = data._seqio()
   data.get_task(data.DatasetConfig(mixture_or_task_name, {}, split, 1, False, None))
   log_dir = log_dir or output_dir
-  os.makedirs(log_dir, exist_ok=True)  # seqio's JSON logger writes into it as it is
+  if evaluator_cls is not None:  # its loggers (gin's logger_cls) write into log_dir as is
+    os.makedirs(log_dir, exist_ok=True)
   evaluator = (evaluator_cls or seqio.Evaluator)(
       mixture_or_task_name=mixture_or_task_name,
       feature_converter=seqio.EncDecFeatureConverter(pack=False), eval_split=split,

@@ -10,7 +10,7 @@ makes on it. Commands (train, infer, eval, export, serve) use the loader directl
 """
 import dataclasses
 import functools
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import jax
 import numpy as np
@@ -24,7 +24,10 @@ from t5x.examples.t5.network import Transformer
 @dataclasses.dataclass
 class Model(loader.Loaded):
   """A T5 model loaded for inference: its config, parameters and vocabulary file, with
-  teacher-forced logits, generation and scoring."""
+  teacher-forced logits, generation and scoring. With a `partitioner` the parameters live
+  on its mesh, sharded as in training, and every call runs there."""
+
+  partitioner: Any = None
 
   @functools.cached_property
   def _apply(self):
@@ -51,7 +54,8 @@ class Model(loader.Loaded):
     outputs = []
     for start in range(0, len(prompts), batch_size):
       enc = self.encode_texts(prompts[start:start + batch_size])
-      tokens, _ = decoding.generate(Transformer(self.config), self.params, enc, options)
+      tokens, _ = decoding.generate(Transformer(self.config), self.params, enc, options,
+                                    partitioner=self.partitioner)
       for row in np.asarray(tokens):
         texts = [self.decode_tokens(t) for t in row]
         many = options.decode == 'sample' and options.num_decodes > 1
@@ -73,9 +77,15 @@ class Model(loader.Loaded):
     return jax.jit(models.EncoderDecoderModel(Transformer(self.config)).score_batch)
 
 
-def load(path: str, param_dtype: Optional[str] = None) -> Model:
+def load(path: str, param_dtype: Optional[str] = None, partitioner: Any = None) -> Model:
   """A Model of a MODEL_DIR (latest checkpoint), one `checkpoint_<step>` folder, a Hugging
   Face T5 folder, or a legacy T5X checkpoint (file or folder); see `loader.load` for
-  `param_dtype` and the parameters' layout."""
+  `param_dtype` and the parameters' layout. `partitioner` (a
+  `partitioning.PjitPartitioner`, e.g. `PjitPartitioner(num_partitions=8)` for a model
+  larger than one device) puts the parameters on its mesh and decodes there."""
   loaded = loader.load(path, param_dtype)
-  return Model(**{f.name: getattr(loaded, f.name) for f in dataclasses.fields(loader.Loaded)})
+  fields = {f.name: getattr(loaded, f.name) for f in dataclasses.fields(loader.Loaded)}
+  if partitioner is not None:
+    fields['params'] = decoding.place_params(Transformer(loaded.config), loaded.params,
+                                             partitioner)
+  return Model(**fields, partitioner=partitioner)

@@ -65,6 +65,7 @@ def main():
           for k, v in flat.items())
       result[key]['param_bytes'] = sum(v.nbytes for v in flat.values())
   result['infer'] = infer_on_meshes(devices)
+  result['api'] = result['infer'].pop('api')
   result['infer_eval'] = infer_eval_on_a_mesh(devices)
   print('RESULT ' + json.dumps(result))
 
@@ -142,6 +143,18 @@ def infer_on_meshes(devices):
                   == [r.get('prediction') for r in mesh],
                   'aux_diff': max((abs(a['aux']['scores'] - b['aux']['scores'])
                                    for a, b in zip(one, mesh) if 'aux' in a), default=0.0)}
+  # The notebook API on the mesh: the same texts and scores as on one device.
+  import t5x
+  texts = ['a poem about the sea', 'the moon', 'rain on the roof']
+  plain = t5x.load(os.path.join(folder, 'model'))
+  meshed = t5x.load(os.path.join(folder, 'model'),
+                    partitioner=partitioning.PjitPartitioner(2, devices=devices))
+  same['api'] = {
+      'same_generate': plain.generate(texts, max_decode_length=8)
+      == meshed.generate(texts, max_decode_length=8),
+      'score_diff': float(np.max(np.abs(plain.score(texts, texts) - meshed.score(texts, texts)))),
+      'sharded': sum(1 for v in jax.tree_util.tree_leaves(meshed.params)
+                     if not v.sharding.is_fully_replicated)}
   return same
 
 

@@ -137,6 +137,18 @@ def run(argv, timeout: float, **kw) -> subprocess.CompletedProcess:
   return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
+def eight_device_result(script: str, env: dict, timeout: float = 900):
+  """The JSON of the last `RESULT {...}` line that `python script` prints when run with 8
+  simulated CPU devices (XLA_FLAGS added to `env`)."""
+  import json
+  import sys
+  env = dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  proc = run([sys.executable, script], env=env, timeout=timeout)
+  lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
+  assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+  return json.loads(lines[-1][len('RESULT '):])
+
+
 def concurrently(*calls: Callable) -> list:
   """[call() for call in calls], each in its own thread: for independent subprocess runs
   inside one test. Re-raises the first failure, after all have ended."""

@@ -1,8 +1,6 @@
 """The decode as one program on a mesh (decode_worker.py, 8 simulated CPU devices in a
 subprocess): token-identical to one device, parameters sharded as in training."""
-import json
 import os
-import sys
 
 import pytest
 
@@ -17,12 +15,7 @@ MESHES = ['plain-float32-8x1', 'plain-float32-4x2', 'plain-float32-2x4', 'plain-
 @jobs.fixture(scope='module')
 def eight_device_decode(_folder):
   """decode_worker.py's results: {case-mesh: {decode: {same_tokens, score_diff}, bytes}}."""
-  env = dict(ENV, XLA_FLAGS='--xla_force_host_platform_device_count=8')
-  proc = jobs.run([sys.executable, os.path.join(HERE, 'decode_worker.py')], env=env,
-                  timeout=900)
-  lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
-  assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-  return json.loads(lines[-1][len('RESULT '):])
+  return jobs.eight_device_result(os.path.join(HERE, 'decode_worker.py'), ENV)
 
 
 @pytest.mark.parametrize('case', MESHES)

@@ -1,7 +1,5 @@
 """The train step: microbatching, partitioning on 8 simulated devices, schedules, losses."""
-import json
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -42,12 +40,7 @@ def test_microbatched_gradients_equal_full_batch():
 @jobs.fixture(scope='module')
 def eight_device_run(_folder):
   """The results of partition_worker.py: one process with 8 simulated CPU devices."""
-  env = dict(ENV, XLA_FLAGS='--xla_force_host_platform_device_count=8')
-  proc = jobs.run([sys.executable, os.path.join(HERE, 'partition_worker.py')], env=env,
-                  timeout=600)
-  lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
-  assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-  return json.loads(lines[-1][len('RESULT '):])
+  return jobs.eight_device_result(os.path.join(HERE, 'partition_worker.py'), ENV, 600)
 
 
 @pytest.mark.parametrize('mesh', ['8x1', '4x2', '2x4', '4x2_2d', '4x2_zero'])

@@ -44,6 +44,9 @@ from t5x.examples.t5.network import Transformer
 
 MODES = ('predict', 'score', 'predict_with_aux')
 COMPLETED = '.COMPLETED'  # T5X's marker beside a finished output file
+# infer.verify_matching_vocabs_fn's default: check, as T5X's utils.verify_matching_vocabs
+# does, that the model's vocabulary is the task's; None skips the check, as in T5X.
+VERIFY_VOCABULARIES = 'verify'
 
 
 @dataclasses.dataclass
@@ -65,7 +68,7 @@ def infer(*, output_dir: str, mode: str = 'predict', model: Any = None,
           num_runs: int = 1, show_progress: bool = True, file_extension: str = 'jsonl',
           output_vocab_feature_name: str = 'targets',
           summarize_config_fn: Optional[Callable[..., Any]] = gin_utils.summarize_gin_config,
-          verify_matching_vocabs_fn: Any = 'check', fallback_init_rng: Optional[int] = None,
+          verify_matching_vocabs_fn: Any = VERIFY_VOCABULARIES, fallback_init_rng: Optional[int] = None,
           merge_chunked_results: bool = True, write_fn: Any = None, merge_fn: Any = None,
           checkpoint_ds_iter: bool = True, train_state_initializer_cls: Any = None,
           keep_aux_as_numpy: bool = False, use_orbax: bool = True) -> list[str]:

@@ -647,21 +647,25 @@ def _compiled_on_mesh(module: Transformer, options: DecodeOptions, eos_id: int,
   sharded by the training rules (their logical axes), rows over 'data'; the network's
   logical constraints shard the activations and the key/value cache (batch over 'data',
   heads over 'model'). Tokens and scores come back replicated, gathered once at the end."""
-  axes = model_config.param_axes(module.config)
-  params = model_config.unflatten({k: partitioner.sharding(v) for k, v in axes.items()})
   return partitioner.partition(
       functools.partial(_generate_impl, module, options, eos_id),
-      in_shardings=(params, partitioner.batch_sharding(2), partitioner.replicated),
+      in_shardings=(model_config.unflatten(_param_shardings(module, partitioner)),
+                    partitioner.batch_sharding(2), partitioner.replicated),
       out_shardings=(partitioner.replicated, partitioner.replicated))
 
 
 def place_params(module: Transformer, params, partitioner: Any) -> Any:
   """`params` (numpy or jax, any layout `module` has) on `partitioner`'s mesh, sharded by
   their logical axes as in training: placed once, then every decode reads them there."""
-  axes = model_config.param_axes(module.config)
-  flat = model_config.flatten(nn.unbox(params))
-  return model_config.unflatten({k: jax.device_put(v, partitioner.sharding(axes[k]))
-                                 for k, v in flat.items()})
+  shardings = _param_shardings(module, partitioner)
+  return model_config.unflatten({k: jax.device_put(v, shardings[k])
+                                 for k, v in model_config.flatten(nn.unbox(params)).items()})
+
+
+def _param_shardings(module: Transformer, partitioner: Any) -> dict:
+  """{'a/b/kernel': NamedSharding} of `module`'s parameters under the training rules."""
+  return {k: partitioner.sharding(v)
+          for k, v in model_config.param_axes(module.config).items()}
 
 
 def generate(module: Transformer, params, encoder_input_tokens,

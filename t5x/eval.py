@@ -58,15 +58,13 @@ def evaluate(*, output_dir: str, model: Any = None,
   if jax.process_count() > 1:
     raise ValueError('t5x eval runs in one process (it decodes on this host\'s devices); '
                      'start it without the multi-host flags, on one worker.')
-  inert = script_args.dataset_inert(dataset_cfg)
+  inert = script_args.common_inert(dataset_cfg, use_orbax)
   for name, value in (('training_evaluator_cls', training_evaluator_cls),
                       ('train_state_initializer_cls', train_state_initializer_cls),
                       ('train_eval_get_dataset_fn', train_eval_get_dataset_fn),
                       ('fallback_init_rng', fallback_init_rng)):
     if value is not None:
       inert.append(f'{name} (t5x eval decodes and applies the tasks\' metrics only)')
-  if not use_orbax:
-    inert.append('use_orbax=False (checkpoints are read by their layout)')
   script_args.warn_inert('eval', inert)
   path = script_args.restore_path(restore_checkpoint_cfg, 't5x eval')
   if summarize_config_fn is not None:
@@ -82,9 +80,7 @@ def evaluate(*, output_dir: str, model: Any = None,
   results = {}
   for checkpoint in paths:
     loaded = script_args.load_model(checkpoint, restore_checkpoint_cfg.dtype, model)
-    data.bind_task_vocabulary(loaded.vocabulary_path, loaded.config.vocab_size,
-                              os.path.join(os.path.dirname(os.path.abspath(loaded.source)),
-                                           'config.gin'))
+    script_args.bind_task_vocabulary(loaded)
     step = checkpoints.step_of(loaded.source) or 0
     results[step] = evaluate_params(
         Transformer(loaded.config), loaded.params, dataset_cfg.mixture_or_task_name,

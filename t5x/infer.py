@@ -68,7 +68,8 @@ def infer(*, output_dir: str, mode: str = 'predict', model: Any = None,
           num_runs: int = 1, show_progress: bool = True, file_extension: str = 'jsonl',
           output_vocab_feature_name: str = 'targets',
           summarize_config_fn: Optional[Callable[..., Any]] = gin_utils.summarize_gin_config,
-          verify_matching_vocabs_fn: Any = VERIFY_VOCABULARIES, fallback_init_rng: Optional[int] = None,
+          verify_matching_vocabs_fn: Any = VERIFY_VOCABULARIES,
+          fallback_init_rng: Optional[int] = None,
           merge_chunked_results: bool = True, write_fn: Any = None, merge_fn: Any = None,
           checkpoint_ds_iter: bool = True, train_state_initializer_cls: Any = None,
           keep_aux_as_numpy: bool = False, use_orbax: bool = True) -> list[str]:
@@ -113,6 +114,13 @@ def infer(*, output_dir: str, mode: str = 'predict', model: Any = None,
   batch_size = dataset_cfg.batch_size if dataset_cfg is not None else 32
   sources = _sources(loaded, model, dataset_cfg, prompts_file, (shard_id, num_shards),
                      output_vocab_feature_name, verify_matching_vocabs_fn)
+  # Built once for every task and run: the parameters placed on the mesh (T5X's
+  # runs/infer.gin gives a partitioner), one compiled scorer.
+  module = Transformer(loaded.config)
+  params = loaded.params
+  if partitioner is not None:
+    params = decoding.place_params(module, params, partitioner)
+  scorer = jax.jit(models.EncoderDecoderModel(module).score_batch) if mode == 'score' else None
   os.makedirs(output_dir, exist_ok=True)
   paths = []
   for source in sources:
@@ -120,15 +128,15 @@ def infer(*, output_dir: str, mode: str = 'predict', model: Any = None,
       suffix = f'-run{run + 1}' if num_runs > 1 else ''
       path = os.path.join(output_dir, f'{source.name}-{mode}{suffix}.{file_extension}'
                                       f'-{shard_id:05}-of-{num_shards:05}')
-      _decode_run(loaded, source, path, mode, batch_size, decode_options, run,
-                  max(1, checkpoint_period), show_progress, partitioner)
+      _decode_run(module, params, scorer, partitioner, source, path, mode, batch_size,
+                  decode_options, run, max(1, checkpoint_period), show_progress)
       paths.append(path)
   return paths
 
 
 def _inert(args: dict) -> list[str]:
   """T5X's infer arguments given with a value that has no effect here."""
-  inert = script_args.dataset_inert(args['dataset_cfg'])
+  inert = script_args.common_inert(args['dataset_cfg'], args['use_orbax'])
   if not args['merge_chunked_results']:
     inert.append('merge_chunked_results=False (each shard is written as one file)')
   for name in ('write_fn', 'merge_fn', 'train_state_initializer_cls'):
@@ -138,8 +146,6 @@ def _inert(args: dict) -> list[str]:
     inert.append('checkpoint_ds_iter=False (an interrupted run always resumes)')
   if args['keep_aux_as_numpy']:
     inert.append('keep_aux_as_numpy (aux values are written as JSON numbers)')
-  if not args['use_orbax']:
-    inert.append('use_orbax=False (checkpoints are read by their layout)')
   return inert
 
 
@@ -173,8 +179,7 @@ def _sources(loaded, model, dataset_cfg, prompts_file, shard, vocab_feature,
                     loaded.decode_tokens)]
   if dataset_cfg.module:
     data.get_task(dataset_cfg)  # imports the module that registers the task
-  data.bind_task_vocabulary(loaded.vocabulary_path, loaded.config.vocab_size,
-                            _run_config(loaded))
+  script_args.bind_task_vocabulary(loaded)
   sources = []
   for task in data.tasks_with_split(dataset_cfg.mixture_or_task_name, dataset_cfg.split):
     examples, vocab = data.eval_examples(task, dataset_cfg.task_feature_lengths,
@@ -202,8 +207,9 @@ def _target_tokens(row: dict, task: str) -> list[int]:
   return row['target_tokens']
 
 
-def _decode_run(loaded, source: _Source, path: str, mode: str, batch_size: int, options,
-                run: int, sync_period: int, show_progress: bool, partitioner=None) -> None:
+def _decode_run(module, params, scorer, partitioner, source: _Source, path: str, mode: str,
+                batch_size: int, options, run: int, sync_period: int,
+                show_progress: bool) -> None:
   if os.path.exists(path + COMPLETED):
     return  # finished earlier
   if os.path.exists(path):  # renamed, then stopped before the marker
@@ -216,11 +222,6 @@ def _decode_run(loaded, source: _Source, path: str, mode: str, batch_size: int, 
     from tqdm.auto import tqdm
     bar = tqdm(total=len(source.examples), initial=done, unit='ex',
                desc=os.path.basename(path))
-  module = Transformer(loaded.config)
-  params = loaded.params
-  if partitioner is not None:  # T5X's runs/infer.gin: decode on the partitioner's mesh
-    params = decoding.place_params(module, params, partitioner)
-  scorer = jax.jit(models.EncoderDecoderModel(module).score_batch) if mode == 'score' else None
   with fs_utils.open_append(partial) as out:
     for batch, start in enumerate(range(done - done % batch_size, len(source.examples),
                                         batch_size)):
@@ -268,11 +269,6 @@ def _record(row: dict, output: dict) -> dict:
                  if k not in ('inputs', 'targets', 'input_tokens', 'target_tokens')
                  and k not in record})
   return record
-
-
-def _run_config(model: loader.Loaded) -> str:
-  """The config.gin of the training run that wrote `model`'s checkpoint."""
-  return os.path.join(os.path.dirname(os.path.abspath(model.source)), 'config.gin')
 
 
 def _complete_lines(path: str) -> int:

@@ -7,10 +7,12 @@ parameters, read and checked against the gin file's network) and names, in one w
 per command, the T5X arguments given that have no effect here.
 """
 import dataclasses
+import os
 from typing import Any, Optional, Sequence
 
 from absl import logging
 
+from t5x import data
 from t5x import loader
 from t5x import utils
 
@@ -21,16 +23,16 @@ def warn_inert(command: str, inert: Sequence[str]) -> None:
     logging.warning('T5X %s arguments with no effect here: %s', command, '; '.join(inert))
 
 
-def dataset_inert(cfg: Optional[utils.DatasetConfig]) -> list[str]:
-  """DatasetConfig settings that decoding cannot honour: it reads a split once, in order,
-  unpacked (as T5X's infer and eval do)."""
-  if cfg is None:
-    return []
+def common_inert(cfg: Optional[utils.DatasetConfig], use_orbax: bool) -> list[str]:
+  """Settings of both commands that decoding cannot honour: it reads a split once, in
+  order, unpacked (as T5X's infer and eval do), and reads checkpoints by their layout."""
   inert = []
-  if cfg.shuffle:
+  if cfg is not None and cfg.shuffle:
     inert.append('DatasetConfig.shuffle=True (examples are decoded in their order)')
-  if cfg.pack:
+  if cfg is not None and cfg.pack:
     inert.append('DatasetConfig.pack=True (examples are decoded unpacked)')
+  if not use_orbax:
+    inert.append('use_orbax=False (checkpoints are read by their layout)')
   return inert
 
 
@@ -61,6 +63,13 @@ def load_model(path: str, dtype: Optional[str], model: Any = None) -> loader.Loa
   vocab = loaded.vocabulary_path or getattr(model.input_vocabulary, 'sentencepiece_model_file',
                                             None)
   return dataclasses.replace(loaded, config=cfg, vocabulary_path=vocab)
+
+
+def bind_task_vocabulary(loaded: loader.Loaded) -> None:
+  """This project's tasks tokenize with `loaded`'s own vocabulary, with the extra ids its
+  training run's config.gin (beside the checkpoint) names; see data.bind_task_vocabulary."""
+  run_config = os.path.join(os.path.dirname(os.path.abspath(loaded.source)), 'config.gin')
+  data.bind_task_vocabulary(loaded.vocabulary_path, loaded.config.vocab_size, run_config)
 
 
 def check_vocabulary(model: Any, task_vocabulary: Any, task: str) -> None:

@@ -324,12 +324,14 @@ def _restore_or_init(trainer, ckpt, checkpoint_cfg, seed):
                     restore.dtype, trainer.model.config.param_dtype)
   params = None
   if path:
-    started = _restore_initial_adafactor(path, trainer)
+    folder = _matching_checkpoint(path, trainer)
+    started = _restore_initial_adafactor(folder, trainer) if folder else None
     if started is not None:
       return started, 0, 'initial'
     try:
-      params = _restore_initial_sharded(path, trainer)
-      if params is None:  # another format or layout: read on the host, convert, shard
+      if folder:
+        params = _restore_initial_sharded(folder, trainer)
+      else:  # another format or layout: read on the host, convert, shard
         params = load_initial_params(path, trainer)
     except FileNotFoundError:  # the loader found no model at `path`
       if not restore.fallback_to_scratch:
@@ -363,17 +365,22 @@ def initial_step(path: str) -> int:
   return int(match.group(1)) if match else 0
 
 
-def _restore_initial_adafactor(path: str, trainer: trainer_lib.Trainer):
-  """The train state of a T5X-layout start point holding T5X's Adafactor state, when this
-  run trains with T5X's Adafactor and the parameters are the model's: as in T5X, the
-  fine-tune continues the optimizer state and step. None otherwise."""
+def _matching_checkpoint(path: str, trainer: trainer_lib.Trainer) -> Optional[str]:
+  """The checkpoint folder of INITIAL_CHECKPOINT_PATH (itself, or a MODEL_DIR's latest)
+  when its parameters are exactly the model's (read from its metadata); else None."""
   folder = path if checkpoints.is_checkpoint(path) else checkpoints.latest(path)
   if not folder:
     return None
+  abstract = trainer.abstract_state.params
+  want = {k: tuple(v.shape) for k, v in model_config.flatten(abstract).items()}
+  return folder if checkpoints.target_shapes(folder) == want else None
+
+
+def _restore_initial_adafactor(folder: str, trainer: trainer_lib.Trainer):
+  """The train state of a T5X-layout start point (a `_matching_checkpoint`) holding T5X's
+  Adafactor state, when this run trains with T5X's Adafactor: as in T5X, the fine-tune
+  continues the optimizer state and step. None otherwise."""
   abstract = trainer.abstract_state
-  want = {k: tuple(v.shape) for k, v in model_config.flatten(abstract.params).items()}
-  if checkpoints.target_shapes(folder) != want:
-    return None
   started = checkpoints.restore_adafactor_start(folder, abstract.params, abstract.opt_state)
   if started is None:
     return None
@@ -384,18 +391,11 @@ def _restore_initial_adafactor(path: str, trainer: trainer_lib.Trainer):
                                 opt_state=opt_state)
 
 
-def _restore_initial_sharded(path: str, trainer: trainer_lib.Trainer) -> Optional[Any]:
-  """INITIAL_CHECKPOINT_PATH read shard by shard into the train state's shardings, when it
-  is one of our checkpoints whose parameters are exactly the model's; else None."""
-  folder = path if checkpoints.is_checkpoint(path) else checkpoints.latest(path)
-  if not folder:
-    return None
-  abstract = trainer.abstract_state.params
-  want = {k: tuple(v.shape) for k, v in model_config.flatten(abstract).items()}
-  if checkpoints.target_shapes(folder) != want:
-    return None
+def _restore_initial_sharded(folder: str, trainer: trainer_lib.Trainer) -> Any:
+  """The parameters of a `_matching_checkpoint`, read shard by shard into the train
+  state's shardings (no host holds them whole)."""
   logging.info('reading %s shard by shard into the mesh', folder)
-  return checkpoints.restore_target_sharded(folder, abstract)
+  return checkpoints.restore_target_sharded(folder, trainer.abstract_state.params)
 
 
 def load_initial_params(path: str, trainer: trainer_lib.Trainer) -> Any:

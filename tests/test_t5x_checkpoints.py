@@ -57,7 +57,8 @@ def test_load_reads_a_t5x_model_dir_and_checkpoint(t5x_orbax, step3):
 def test_initial_checkpoint_starts_from_its_parameters(t5x_orbax, step3, tmp_path):
   tr = trainer.Trainer(_t5x_model(), partitioning.PjitPartitioner(1))
   from t5x import train
-  params = train._restore_initial_sharded(str(t5x_orbax / 'checkpoint_3'), tr)
+  folder = train._matching_checkpoint(str(t5x_orbax / 'checkpoint_3'), tr)
+  params = train._restore_initial_sharded(folder, tr)
   _equal_bits(model_config.flatten(jax.device_get(params)), step3[0])
 
 

@@ -250,11 +250,12 @@ def test_initial_checkpoint_from_each_format(six_steps, tmp_path, shared_dir):
   assert int(start.step) == 6  # steps are absolute, as in T5X: its step carries over
   # (read shard by shard into the mesh: the formats match, so no host-side copy)
   t = trainer.Trainer(train_helpers.tiny_model(), partitioning.PjitPartitioner())
-  sharded = train._restore_initial_sharded(str(six_steps), t)
-  assert sharded is not None
+  folder = train._matching_checkpoint(str(six_steps), t)
+  assert folder == str(six_steps / 'checkpoint_6')
+  sharded = train._restore_initial_sharded(folder, t)
   _assert_same_params(trainer.TrainState(step=0, params=sharded, opt_state=None), ours)
   other = trainer.Trainer(train_helpers.tiny_model(emb_dim=16), partitioning.PjitPartitioner())
-  assert train._restore_initial_sharded(str(six_steps), other) is None
+  assert train._matching_checkpoint(str(six_steps), other) is None
   # ... a legacy T5X checkpoint (T5X's own tiny test checkpoint) ...
   fixture = shared_dir / 'fixtures' / 't5x' / 'test_t5_tiny.checkpoint_0'
   tiny = train_helpers.models.EncoderDecoderModel(train_helpers.Transformer(

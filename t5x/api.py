@@ -70,11 +70,7 @@ class Model(loader.Loaded):
     dec = np.concatenate([np.zeros_like(tgt[:, :1]), tgt[:, :-1]], axis=1)
     batch = {'encoder_input_tokens': enc, 'decoder_input_tokens': dec,
              'decoder_target_tokens': tgt}
-    return np.asarray(self._score(self.params, batch))
-
-  @functools.cached_property
-  def _score(self):
-    return jax.jit(models.EncoderDecoderModel(Transformer(self.config)).score_batch)
+    return models.score(Transformer(self.config), self.params, batch, self.partitioner)
 
 
 def load(path: str, param_dtype: Optional[str] = None, partitioner: Any = None) -> Model:

@@ -635,79 +635,144 @@ def _generate_impl(module: Transformer, options: DecodeOptions, eos_id: int, par
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled(module: Transformer, options: DecodeOptions, eos_id: int) -> Callable:
-  """One jitted decode function per (module config, options without seed, eos id)."""
-  return jax.jit(functools.partial(_generate_impl, module, options, eos_id))
-
-
-@functools.lru_cache(maxsize=16)
-def _compiled_on_mesh(module: Transformer, options: DecodeOptions, eos_id: int,
-                      partitioner: Any) -> Callable:
-  """The same decode as `_compiled`, as one program on `partitioner`'s mesh: parameters
-  sharded by the training rules (their logical axes), rows over 'data'; the network's
-  logical constraints shard the activations and the key/value cache (batch over 'data',
-  heads over 'model'). Tokens and scores come back replicated, gathered once at the end."""
+def _compiled(module: Transformer, options: DecodeOptions, eos_id: int, partitioner: Any,
+              per_row_settings: bool) -> Callable:
+  """One decode program per (module config, options without seed, eos id, mesh): the
+  parameters sharded by the training rules (their logical axes), rows over 'data'; the
+  network's logical constraints shard the activations and the key/value cache (batch
+  over 'data', heads over 'model'). Tokens and scores come back replicated, gathered once
+  at the end. One device is the 1x1 mesh of the same program (`one_device`)."""
+  check_mesh(module, partitioner)
+  rows = partitioner.batch_sharding(1)
+  in_shardings = (model_config.unflatten(param_shardings(module, partitioner)),
+                  partitioner.batch_sharding(2), partitioner.replicated)
+  if per_row_settings:  # generate_sampled's (temperature, top_k, top_p), one per row
+    in_shardings += ((rows, rows, rows),)
   return partitioner.partition(
-      functools.partial(_generate_impl, module, options, eos_id),
-      in_shardings=(model_config.unflatten(_param_shardings(module, partitioner)),
-                    partitioner.batch_sharding(2), partitioner.replicated),
+      functools.partial(_generate_impl, module, options, eos_id), in_shardings=in_shardings,
       out_shardings=(partitioner.replicated, partitioner.replicated))
+
+
+@functools.lru_cache(maxsize=None)
+def one_device() -> Any:
+  """The 1x1 mesh of this process's first device: where `partitioner=None` decodes."""
+  from t5x import partitioning  # decoding is below partitioning's users, not partitioning
+  return partitioning.PjitPartitioner(1, devices=jax.local_devices()[:1])
+
+
+def check_mesh(module: Transformer, partitioner: Any, batch_size: int = None,
+               where: str = 'the decode') -> None:
+  """Raises, before anything compiles, if `partitioner`'s mesh cannot hold `module` for
+  decoding (its 'model' axis must divide the heads, which the key/value cache is split
+  by, and every dimension the rules shard) or if `batch_size` (when given) does not
+  divide over its 'data' axis."""
+  model = partitioner.mesh.shape['model']
+  heads = module.config.num_heads
+  if heads % model:
+    raise ValueError(
+        f'{where}: the model axis of size {model} (partitioning.PjitPartitioner.'
+        f'num_partitions) does not divide num_heads={heads}; the key/value cache is split '
+        f'by heads over that axis. Use num_partitions dividing {heads}.')
+  partitioner.check_divisible(model_config.param_shapes(module.config),
+                              model_config.param_axes(module.config))
+  if batch_size is not None and batch_size % partitioner.data_size:
+    raise ValueError(
+        f'{where}: batch_size={batch_size} is not divisible by the data axis of size '
+        f'{partitioner.data_size} ({partitioner.mesh.size} devices / num_partitions='
+        f'{partitioner.num_partitions}). Use a batch size that is a multiple of '
+        f'{partitioner.data_size} (a final partial batch is padded, never dropped).')
 
 
 def place_params(module: Transformer, params, partitioner: Any) -> Any:
   """`params` (numpy or jax, any layout `module` has) on `partitioner`'s mesh, sharded by
-  their logical axes as in training: placed once, then every decode reads them there."""
-  shardings = _param_shardings(module, partitioner)
-  return model_config.unflatten({k: jax.device_put(v, shardings[k])
+  their logical axes as in training: placed once, then every decode reads them there.
+  Across hosts every process passes the same values and keeps only its own shards."""
+  shardings = param_shardings(module, partitioner)
+  return model_config.unflatten({k: to_mesh(v, shardings[k])
                                  for k, v in model_config.flatten(nn.unbox(params)).items()})
 
 
-def _param_shardings(module: Transformer, partitioner: Any) -> dict:
+def param_shardings(module: Transformer, partitioner: Any) -> dict:
   """{'a/b/kernel': NamedSharding} of `module`'s parameters under the training rules."""
   return {k: partitioner.sharding(v)
           for k, v in model_config.param_axes(module.config).items()}
 
 
+def to_mesh(x, sharding) -> Array:
+  """`x` (numpy, or a jax array) as one global array with `sharding`. Host values must be
+  the same on every process (each keeps only its devices' slices); jax arrays already
+  spread over several hosts are resharded on their devices."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    return x if x.sharding == sharding else jax.device_put(x, sharding)
+  if isinstance(x, jax.Array) and x.sharding == sharding:
+    return x
+  if jax.process_count() == 1:
+    return jax.device_put(x, sharding)
+  host = np.asarray(x)
+  return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def to_host(x: Array) -> np.ndarray:
+  """A replicated result as numpy on every process (each reads its own copy)."""
+  return np.asarray(x if x.is_fully_addressable else x.addressable_data(0))
+
+
+def _run(module: Transformer, options: DecodeOptions, eos_id: int, partitioner: Any, params,
+         encoder_input_tokens, seed: int, settings: tuple = None) -> tuple[Array, Array]:
+  """Pads the rows to the data axis, decodes on the mesh, returns the real rows (numpy).
+
+  Padding rows (all 0) decode to nothing and are cut off again; the row keys of the real
+  rows do not depend on the batch size, so results equal an unpadded decode.
+  """
+  partitioner = partitioner or one_device()
+  tokens = np.asarray(encoder_input_tokens, np.int32)
+  if tokens.ndim != 2:
+    raise ValueError(f'encoder_input_tokens has shape {tokens.shape}; expected [batch, length]')
+  rows = tokens.shape[0]
+  pad = -rows % partitioner.data_size
+  args = [nn.unbox(params), to_mesh(np.pad(tokens, ((0, pad), (0, 0))),
+                                    partitioner.batch_sharding(2)),
+          # Any Python int seeds; PRNG keys take 32 bits.
+          to_mesh(np.uint32(seed % 2 ** 32), partitioner.replicated)]
+  if settings is not None:
+    args.append(tuple(to_mesh(np.pad(x, (0, pad)), partitioner.batch_sharding(1))
+                      for x in settings))
+  fn = _compiled(module, dataclasses.replace(options, seed=0), int(eos_id), partitioner,
+                 settings is not None)
+  out_tokens, scores = fn(*args)
+  return to_host(out_tokens)[:rows], to_host(scores)[:rows]
+
+
 def generate(module: Transformer, params, encoder_input_tokens,
              options: DecodeOptions = DecodeOptions(), eos_id: int = 1,
-             partitioner: Any = None) -> tuple[Array, Array]:
+             partitioner: Any = None) -> tuple[np.ndarray, np.ndarray]:
   """Decodes a batch.
 
   Args:
     module: the network (its config is part of the compile-cache key).
-    params: its parameters (boxed or not).
-    encoder_input_tokens: int32 [b, l], 0 = padding.
+    params: its parameters (boxed or not; numpy, or jax arrays, best already placed by
+      `place_params`).
+    encoder_input_tokens: int32 [b, l], 0 = padding; the same on every process.
     options: see `DecodeOptions`.
     eos_id: the end-of-sequence token.
     partitioner: a `partitioning.PjitPartitioner` to decode on its mesh (parameters and
       cache sharded as in training; rows padded to a multiple of its 'data' size), or
-      None for the default device.
+      None for this process's first device (the 1x1 mesh of the same program).
   Returns:
     tokens: int32 [b, num_decodes, max_decode_length], 0 after EOS; beams best first.
     scores: float32 [b, num_decodes], summed log-probs of the generated tokens (EOS
       included); for beam search divided by `brevity_penalty(alpha, length)`.
+    Both numpy, on every process.
   """
   options = options.validate()
-  key = (module, dataclasses.replace(options, seed=0), int(eos_id))
-  tokens = jnp.asarray(encoder_input_tokens, jnp.int32)
-  if tokens.ndim != 2:
-    raise ValueError(f'encoder_input_tokens has shape {tokens.shape}; expected [batch, length]')
-  # Any Python int seeds; PRNG keys take 32 bits.
-  seed = jnp.asarray(options.seed % 2 ** 32, jnp.uint32)
-  if partitioner is None:
-    return _compiled(*key)(nn.unbox(params), tokens, seed)
-  # Padding rows (all 0) decode to nothing and are cut off again; the row keys of the
-  # real rows do not depend on the batch size, so results equal an unpadded decode.
-  rows = tokens.shape[0]
-  pad = -rows % partitioner.data_size
-  tokens = jnp.pad(tokens, ((0, pad), (0, 0)))
-  out_tokens, scores = _compiled_on_mesh(*key, partitioner)(nn.unbox(params), tokens, seed)
-  return out_tokens[:rows], scores[:rows]
+  return _run(module, options, eos_id, partitioner, params, encoder_input_tokens,
+              options.seed)
 
 
 def generate_sampled(module: Transformer, params, encoder_input_tokens, temperature, top_k,
                      top_p, *, seed: int = 0, max_decode_length: int = 64,
-                     no_repeat_ngram_size: int = 0, eos_id: int = 1) -> tuple[Array, Array]:
+                     no_repeat_ngram_size: int = 0, eos_id: int = 1,
+                     partitioner: Any = None) -> tuple[np.ndarray, np.ndarray]:
   """Samples one decode per input row, each row with its own settings, from one compiled
   program per shape: new settings never compile (for servers; see
   `sample_tokens_traced`).
@@ -716,16 +781,13 @@ def generate_sampled(module: Transformer, params, encoder_input_tokens, temperat
     encoder_input_tokens: int32 [b, l], 0 = padding (a row of padding is not decoded).
     temperature, top_k, top_p: per row, [b] (or scalars, for every row): as in
       `DecodeOptions`, with top_k at most K_MAX.
-    seed, max_decode_length, no_repeat_ngram_size, eos_id: as in `generate`; the last
-      three are static (one program each).
+    seed, max_decode_length, no_repeat_ngram_size, eos_id, partitioner: as in `generate`;
+      the length, n-gram rule and eos id are static (one program each).
   Returns:
     tokens: int32 [b, max_decode_length], 0 after EOS.
     scores: float32 [b], summed log-probs of the generated tokens (EOS included).
   """
-  tokens = jnp.asarray(encoder_input_tokens, jnp.int32)
-  if tokens.ndim != 2:
-    raise ValueError(f'encoder_input_tokens has shape {tokens.shape}; expected [batch, length]')
-  b = tokens.shape[0]
+  b = np.shape(encoder_input_tokens)[0]
   settings = tuple(np.broadcast_to(np.asarray(x, dtype), (b,)) for x, dtype in
                    ((temperature, np.float32), (top_k, np.int32), (top_p, np.float32)))
   temperature, top_k, top_p = settings
@@ -739,18 +801,9 @@ def generate_sampled(module: Transformer, params, encoder_input_tokens, temperat
       raise ValueError(f'generate_sampled: {name}[{row}]={values[row]}: use {allowed}')
   options = DecodeOptions(decode='sample', max_decode_length=max_decode_length,
                           no_repeat_ngram_size=no_repeat_ngram_size).validate()
-  fn = _compiled_sampled(module, options, int(eos_id))
-  # A numpy seed: a Python int would compile a conversion program of its own.
-  return fn(nn.unbox(params), tokens, np.uint32(seed % 2 ** 32), settings)
-
-
-@functools.lru_cache(maxsize=16)
-def _compiled_sampled(module: Transformer, options: DecodeOptions, eos_id: int) -> Callable:
-  """One jitted `generate_sampled` per (module config, length, n-gram rule, eos id)."""
-  def sampled(params, tokens, seed, settings):
-    tokens, scores = _generate_impl(module, options, eos_id, params, tokens, seed, settings)
-    return tokens[:, 0], scores[:, 0]  # one decode per row
-  return jax.jit(sampled)
+  tokens, scores = _run(module, options, eos_id, partitioner, params, encoder_input_tokens,
+                        seed, settings)
+  return tokens[:, 0], scores[:, 0]  # one decode per row
 
 
 @functools.lru_cache(maxsize=16)

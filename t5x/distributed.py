@@ -61,7 +61,10 @@ def parse_flags(args: list[str]) -> tuple[DistributedConfig, list[str]]:
 
 
 def initialize(cfg: DistributedConfig) -> None:
-  """Joins this process to its job (once); no-op for a single-process run."""
+  """Joins this process to its job (once: a process already joined, by an earlier command
+  in the same process, stays in it); no-op for a single-process run."""
+  if jax.distributed.is_initialized():
+    return
   explicit = (cfg.coordinator_address, cfg.process_count, cfg.process_index)
   if not cfg.multiprocess_gpu and not any(v is not None for v in explicit):
     if _on_multihost_tpu():

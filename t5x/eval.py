@@ -55,9 +55,6 @@ def evaluate(*, output_dir: str, model: Any = None,
                      '(utils.DatasetConfig.mixture_or_task_name).')
   if dataset_cfg.task_feature_lengths is not None:
     run_checks.check_feature_lengths(dataset_cfg.task_feature_lengths)
-  if jax.process_count() > 1:
-    raise ValueError('t5x eval runs in one process (it decodes on this host\'s devices); '
-                     'start it without the multi-host flags, on one worker.')
   inert = script_args.common_inert(dataset_cfg, use_orbax)
   for name, value in (('training_evaluator_cls', training_evaluator_cls),
                       ('train_state_initializer_cls', train_state_initializer_cls),
@@ -67,8 +64,9 @@ def evaluate(*, output_dir: str, model: Any = None,
       inert.append(f'{name} (t5x eval decodes and applies the tasks\' metrics only)')
   script_args.warn_inert('eval', inert)
   path = script_args.restore_path(restore_checkpoint_cfg, 't5x eval')
-  if summarize_config_fn is not None:
+  if summarize_config_fn is not None and jax.process_index() == 0:
     summarize_config_fn(model_dir=output_dir, summary_writer=None, step=0)
+  partitioner = script_args.mesh_for(partitioner)
   if all_checkpoints or restore_checkpoint_cfg.mode == 'all':
     paths = [checkpoints.checkpoint_dir(path, s) for s in checkpoints.steps(path)]
     if not paths:
@@ -110,17 +108,22 @@ def evaluate_params(module: Transformer, params: Any, mixture_or_task_name: str,
   """
   seqio = data._seqio()
   data.get_task(data.DatasetConfig(mixture_or_task_name, {}, split, 1, False, None))
+  decoding.check_mesh(module, partitioner or decoding.one_device(), batch_size,
+                      'eval (utils.DatasetConfig.batch_size)')
   log_dir = log_dir or output_dir
-  if evaluator_cls is not None:  # its loggers (gin's logger_cls) write into log_dir as is
+  # Every process decodes (each takes part in every decode's collectives) and computes
+  # the metrics; only process 0 writes them.
+  writer = jax.process_index() == 0
+  if evaluator_cls is not None and writer:  # its loggers (gin's logger_cls) write into log_dir
     os.makedirs(log_dir, exist_ok=True)
   evaluator = (evaluator_cls or seqio.Evaluator)(
       mixture_or_task_name=mixture_or_task_name,
       feature_converter=seqio.EncDecFeatureConverter(pack=False), eval_split=split,
       use_cached=use_cached, log_dir=log_dir,
-      sequence_length=dict(task_feature_lengths) if task_feature_lengths else None)
+      sequence_length=dict(task_feature_lengths) if task_feature_lengths else None,
+      **({} if writer else {'logger_cls': ()}))
   if partitioner is not None:
     params = decoding.place_params(module, params, partitioner)
-  scorer = jax.jit(models.EncoderDecoderModel(module).score_batch)
 
   def predict_with_aux_fn(dataset, model_feature_shapes=None):
     del model_feature_shapes
@@ -128,7 +131,7 @@ def evaluate_params(module: Transformer, params: Any, mixture_or_task_name: str,
     for indices, batch in _batches(dataset, batch_size):
       tokens, scores = decoding.generate(module, params, batch['encoder_input_tokens'],
                                          decode_options, partitioner=partitioner)
-      tokens, scores = np.asarray(tokens)[:, 0].tolist(), np.asarray(scores)[:, 0].tolist()
+      tokens, scores = tokens[:, 0].tolist(), scores[:, 0].tolist()
       out.extend((i, (t, {'scores': s})) for i, t, s in zip(indices, tokens, scores))
     return out
 
@@ -139,7 +142,7 @@ def evaluate_params(module: Transformer, params: Any, mixture_or_task_name: str,
     del model_feature_shapes
     out = []
     for indices, batch in _batches(dataset, batch_size):
-      out.extend(zip(indices, np.asarray(scorer(params, batch)).tolist()))
+      out.extend(zip(indices, models.score(module, params, batch, partitioner).tolist()))
     return out
 
   all_metrics, _ = evaluator.evaluate(compute_metrics=True, step=step, predict_fn=predict_fn,
@@ -147,6 +150,8 @@ def evaluate_params(module: Transformer, params: Any, mixture_or_task_name: str,
   metrics = {task: {k: _number(v) for k, v in values.items()}
              for task, values in all_metrics.result().items()}
   evaluator.close()  # its loggers flush their files
+  if not writer:
+    return metrics
   _write_json(output_dir, step, metrics, records)
   if records:
     _write_tensorboard(output_dir, step, metrics)

@@ -20,6 +20,7 @@ batch, synced to disk every `checkpoint_period` batches, and renamed when comple
 interrupted run continues after its last complete line, with the same seeds, so the
 finished file equals an uninterrupted one.
 """
+import contextlib
 import dataclasses
 import json
 import os
@@ -28,6 +29,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 
 from t5x import data
@@ -104,32 +106,32 @@ def infer(*, output_dir: str, mode: str = 'predict', model: Any = None,
   if restore_checkpoint_cfg is not None and restore_checkpoint_cfg.mode == 'all':
     raise ValueError("utils.RestoreCheckpointConfig.mode='all': t5x infer reads one "
                      "checkpoint; use 'specific' or 'latest' (t5x eval reads them all)")
-  if jax.process_count() > 1:
-    raise ValueError('t5x infer runs in one process (it decodes on this host\'s devices); '
-                     'start it without the multi-host flags, on one worker.')
   script_args.warn_inert('infer', _inert(locals()))
-  if summarize_config_fn is not None and shard_id == 0:
+  writer = jax.process_index() == 0  # every process decodes; process 0 writes
+  if summarize_config_fn is not None and shard_id == 0 and writer:
     summarize_config_fn(model_dir=output_dir, summary_writer=None, step=0)
   loaded = _load(model, restore_checkpoint_cfg, fallback_init_rng)
   batch_size = dataset_cfg.batch_size if dataset_cfg is not None else 32
+  module = Transformer(loaded.config)
+  partitioner = script_args.mesh_for(partitioner)
+  decoding.check_mesh(module, partitioner or decoding.one_device(), batch_size,
+                      't5x infer (utils.DatasetConfig.batch_size)')
   sources = _sources(loaded, model, dataset_cfg, prompts_file, (shard_id, num_shards),
                      output_vocab_feature_name, verify_matching_vocabs_fn)
-  # Built once for every task and run: the parameters placed on the mesh (T5X's
-  # runs/infer.gin gives a partitioner), one compiled scorer.
-  module = Transformer(loaded.config)
+  # Placed once for every task and run (T5X's runs/infer.gin gives a partitioner).
   params = loaded.params
   if partitioner is not None:
     params = decoding.place_params(module, params, partitioner)
-  scorer = jax.jit(models.EncoderDecoderModel(module).score_batch) if mode == 'score' else None
-  os.makedirs(output_dir, exist_ok=True)
+  if writer:
+    os.makedirs(output_dir, exist_ok=True)
   paths = []
   for source in sources:
     for run in range(num_runs):
       suffix = f'-run{run + 1}' if num_runs > 1 else ''
       path = os.path.join(output_dir, f'{source.name}-{mode}{suffix}.{file_extension}'
                                       f'-{shard_id:05}-of-{num_shards:05}')
-      _decode_run(module, params, scorer, partitioner, source, path, mode, batch_size,
-                  decode_options, run, max(1, checkpoint_period), show_progress)
+      _decode_run(module, params, partitioner, source, path, mode, batch_size,
+                  decode_options, run, max(1, checkpoint_period), show_progress and writer)
       paths.append(path)
   return paths
 
@@ -207,37 +209,37 @@ def _target_tokens(row: dict, task: str) -> list[int]:
   return row['target_tokens']
 
 
-def _decode_run(module, params, scorer, partitioner, source: _Source, path: str, mode: str,
+def _decode_run(module, params, partitioner, source: _Source, path: str, mode: str,
                 batch_size: int, options, run: int, sync_period: int,
                 show_progress: bool) -> None:
-  if os.path.exists(path + COMPLETED):
+  done = _resume_point(path)
+  if done < 0:
     return  # finished earlier
-  if os.path.exists(path):  # renamed, then stopped before the marker
-    fs_utils.write_atomic(path + COMPLETED, '')
-    return
   partial = path + '.partial'
-  done = _complete_lines(partial)
+  writer = jax.process_index() == 0
   bar = None
   if show_progress:
     from tqdm.auto import tqdm
     bar = tqdm(total=len(source.examples), initial=done, unit='ex',
                desc=os.path.basename(path))
-  with fs_utils.open_append(partial) as out:
+  with (fs_utils.open_append(partial) if writer else contextlib.nullcontext()) as out:
     for batch, start in enumerate(range(done - done % batch_size, len(source.examples),
                                         batch_size)):
       rows = source.examples[start:start + batch_size]
       if mode == 'score':
-        outputs = _score(scorer, params, source, rows)
+        outputs = _score(module, params, partitioner, source, rows)
       else:
         # The seed depends on (run, batch) only, so a resumed run repeats the same draws.
         seeded = dataclasses.replace(options, seed=options.seed + 1_000_003 * run + start)
         tokens, scores = decoding.generate(module, params, source.encode(rows), seeded,
                                            partitioner=partitioner)
-        tokens, scores = np.asarray(tokens)[:, 0], np.asarray(scores)[:, 0]
+        tokens, scores = tokens[:, 0], scores[:, 0]
         outputs = [{'prediction': source.detokenize(t)} for t in tokens]
         if mode == 'predict_with_aux':
           for output, score in zip(outputs, scores):
             output['aux'] = {'scores': float(score)}
+      if not writer:
+        continue
       for offset, (row, output) in enumerate(zip(rows, outputs)):
         if start + offset >= done:
           out.write(json.dumps(_record(row, output), ensure_ascii=False) + '\n')
@@ -248,17 +250,33 @@ def _decode_run(module, params, scorer, partitioner, source: _Source, path: str,
         bar.update(len(rows) - max(0, done - start))
   if bar is not None:
     bar.close()
-  fs_utils.finish(partial, path)  # fsynced, then renamed: the final name means complete
-  fs_utils.write_atomic(path + COMPLETED, '')
+  if writer:
+    fs_utils.finish(partial, path)  # fsynced, then renamed: the final name means complete
+    fs_utils.write_atomic(path + COMPLETED, '')
 
 
-def _score(scorer, params, source: _Source, rows: list) -> list[dict]:
+def _resume_point(path: str) -> int:
+  """Lines of `path` already written by an interrupted run, or -1 when it is complete.
+  Process 0 reads its files and tells the others, so every process decodes the same
+  batches (each takes part in every decode's collectives)."""
+  done = -1
+  if jax.process_index() == 0:
+    if os.path.exists(path) and not os.path.exists(path + COMPLETED):
+      fs_utils.write_atomic(path + COMPLETED, '')  # renamed, then stopped before the marker
+    if not os.path.exists(path + COMPLETED):
+      done = _complete_lines(path + '.partial')
+  if jax.process_count() > 1:
+    done = int(multihost_utils.broadcast_one_to_all(np.int64(done)))
+  return done
+
+
+def _score(module, params, partitioner, source: _Source, rows: list) -> list[dict]:
   """[{'score': summed log-likelihood of the row's targets}] for one batch."""
   inputs, targets = source.encode(rows), source.encode_targets(rows)
   batch = {'encoder_input_tokens': inputs, 'decoder_target_tokens': targets,
            # teacher forcing: the decoder reads the targets shifted right behind a 0
            'decoder_input_tokens': np.pad(targets, ((0, 0), (1, 0)))[:, :-1]}
-  return [{'score': float(s)} for s in np.asarray(scorer(params, batch))]
+  return [{'score': float(s)} for s in models.score(module, params, batch, partitioner)]
 
 
 def _record(row: dict, output: dict) -> dict:

@@ -4,14 +4,17 @@ Batches are dicts of numpy/jax arrays as `seqio.EncDecFeatureConverter` makes th
 int32 [b, l] `encoder_input_tokens`, `decoder_input_tokens`, `decoder_target_tokens`,
 `decoder_loss_weights`, and when packed `*_segment_ids` and `*_positions`.
 """
+import functools
 from typing import Any, Optional, Union
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from t5x import decoding
 from t5x import losses
+from t5x import model_config
 from t5x.examples.t5.network import Transformer
 
 _NORMALIZERS = ('NUM_REAL_TARGET_TOKENS', 'NUM_TOTAL_TARGET_TOKENS')
@@ -144,3 +147,24 @@ def summarize(sums: dict) -> dict:
       'accuracy': float(sums['correct_sum']) / tokens,
       'target_tokens': float(sums['weight_sum']),
   }
+
+
+@functools.lru_cache(maxsize=16)
+def _scorer_program(module: Transformer, partitioner: Any):
+  shardings = model_config.unflatten(decoding.param_shardings(module, partitioner))
+  return partitioner.partition(EncoderDecoderModel(module).score_batch,
+                               in_shardings=(shardings, partitioner.batch_sharding(2)),
+                               out_shardings=partitioner.replicated)
+
+
+def score(module: Transformer, params: Any, batch: dict, partitioner: Any = None) -> np.ndarray:
+  """float32 [b] numpy: `EncoderDecoderModel.score_batch` of a numpy batch (the same on
+  every process), as one program on `partitioner`'s mesh (parameters sharded by the
+  training rules, rows over 'data' and padded to it; None: this process's first device,
+  the 1x1 mesh). Used by `t5x infer`/`t5x eval` (mode score) and the notebook API."""
+  partitioner = partitioner or decoding.one_device()
+  rows = len(batch['encoder_input_tokens'])
+  pad = -rows % partitioner.data_size
+  batch = {k: decoding.to_mesh(np.pad(np.asarray(v, np.int32), ((0, pad), (0, 0))),
+                               partitioner.batch_sharding(2)) for k, v in batch.items()}
+  return decoding.to_host(_scorer_program(module, partitioner)(nn.unbox(params), batch))[:rows]

@@ -225,4 +225,5 @@ class PjitPartitioner:
         return jitted.lower(*args)
 
     run.lower = lower
+    run._cache_size = jitted._cache_size  # compiled programs so far, for tests
     return run

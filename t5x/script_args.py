@@ -11,6 +11,7 @@ import os
 from typing import Any, Optional, Sequence
 
 from absl import logging
+import jax
 
 from t5x import data
 from t5x import loader
@@ -34,6 +35,16 @@ def common_inert(cfg: Optional[utils.DatasetConfig], use_orbax: bool) -> list[st
   if not use_orbax:
     inert.append('use_orbax=False (checkpoints are read by their layout)')
   return inert
+
+
+def mesh_for(partitioner: Any) -> Any:
+  """The mesh a command decodes on: T5X's partitioner when gin gives one; else, in a job
+  of several processes, every device of the job as the data axis (each host decodes its
+  rows of every batch); else None (this process's first device)."""
+  if partitioner is None and jax.process_count() > 1:
+    from t5x import partitioning
+    partitioner = partitioning.PjitPartitioner(1)
+  return partitioner
 
 
 def restore_path(cfg: Optional[utils.RestoreCheckpointConfig], command: str) -> str:

@@ -271,7 +271,8 @@ def test_sampling_seeds_rows_and_padding():
   np.testing.assert_array_equal(tokens_c[:2], tokens[:2])
   assert (tokens_c[2] != tokens[2]).any()
   # One compiled function serves every seed.
-  assert decoding._compiled(module, dataclasses.replace(options, seed=0), eos)._cache_size() == 1
+  assert decoding._compiled(module, dataclasses.replace(options, seed=0), eos,
+                           decoding.one_device(), False)._cache_size() == 1
   # Scores are the model's log-probs of the sampled tokens.
   np.testing.assert_allclose(
       scores.reshape(-1),
@@ -374,8 +375,8 @@ def test_traced_sampler_is_greedy_not_nan_at_tiny_temperatures(temperature):
 
 def test_generate_sampled_matches_generate_with_one_program():
   _, module, params, enc, eos = _model('t5_1_0')
-  fn = decoding._compiled_sampled(module, DecodeOptions(decode='sample', max_decode_length=LENGTH),
-                                  eos)
+  fn = decoding._compiled(module, DecodeOptions(decode='sample', max_decode_length=LENGTH),
+                          eos, decoding.one_device(), True)
   before = fn._cache_size()
   settings = [(0.8, 0, 1.0), (1.0, 10, 0.9), (0.0, 0, 1.0), (0.6, 100, 0.7), (1.2, 3, 1.0)]
   rows = {}

@@ -78,10 +78,11 @@ def load(path: str, param_dtype: Optional[str] = None, partitioner: Any = None) 
   Face T5 folder, or a legacy T5X checkpoint (file or folder); see `loader.load` for
   `param_dtype` and the parameters' layout. `partitioner` (a
   `partitioning.PjitPartitioner`, e.g. `PjitPartitioner(num_partitions=8)` for a model
-  larger than one device) puts the parameters on its mesh and decodes there."""
-  loaded = loader.load(path, param_dtype)
-  fields = {f.name: getattr(loaded, f.name) for f in dataclasses.fields(loader.Loaded)}
+  larger than one device) restores the parameters onto its mesh, shard by shard (see
+  `loader.load_on_mesh`), and decodes there."""
   if partitioner is not None:
-    fields['params'] = decoding.place_params(Transformer(loaded.config), loaded.params,
-                                             partitioner)
+    loaded = loader.load_on_mesh(path, partitioner, param_dtype)
+  else:
+    loaded = loader.load(path, param_dtype)
+  fields = {f.name: getattr(loaded, f.name) for f in dataclasses.fields(loader.Loaded)}
   return Model(**fields, partitioner=partitioner)

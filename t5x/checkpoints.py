@@ -156,14 +156,21 @@ def restore_target(path: str) -> dict:
       restore_args=as_numpy))
 
 
-def target_shapes(path: str) -> dict:
-  """{'a/b/kernel': shape} of a checkpoint's parameters, from its metadata alone."""
+def target_structs(path: str) -> dict:
+  """{'a/b/kernel': jax.ShapeDtypeStruct} of a checkpoint's parameters, from its metadata
+  alone (no array is read)."""
   if layouts.layout(path) == layouts.T5X:
     metadata = layouts.target_metadata(path)
   else:
     target = os.path.join(fs_utils.resolve(path), 'target')
     metadata = ocp.StandardCheckpointer().metadata(target).item_metadata
-  return {k: tuple(leaf.shape) for k, leaf in model_config.flatten(metadata).items()}
+  return {k: jax.ShapeDtypeStruct(tuple(leaf.shape), leaf.dtype)
+          for k, leaf in model_config.flatten(metadata).items()}
+
+
+def target_shapes(path: str) -> dict:
+  """{'a/b/kernel': shape} of a checkpoint's parameters, from its metadata alone."""
+  return {k: v.shape for k, v in target_structs(path).items()}
 
 
 def restore_target_sharded(path: str, abstract_params: Any) -> Any:

@@ -344,7 +344,16 @@ def _init_cache(module: Transformer, params, encoded: Array, encoder_input_token
   _, variables = module.apply({'params': params}, encoded, encoder_input_tokens, dummy,
                               decode=True, enable_dropout=False, mutable=['cache'],
                               method=Transformer.decode)
-  return variables['cache']
+  # On a mesh: rows over 'data', heads over 'model' (a no-op outside one). The decode
+  # loop's carry keeps the sharding it starts with.
+  return jax.tree_util.tree_map_with_path(
+      lambda path, x: nn.with_logical_constraint(x, CACHE_AXES[path[-1].key]),
+      variables['cache'])
+
+
+# Logical axes of the decoder cache's leaves (per layer): keys and values [B, L, h, d].
+CACHE_AXES = {'cached_key': ('batch', 'length', 'heads', 'kv'),
+              'cached_value': ('batch', 'length', 'heads', 'kv'), 'cache_index': ()}
 
 
 def _is_cross_kv(context) -> bool:
@@ -658,6 +667,32 @@ def one_device() -> Any:
   """The 1x1 mesh of this process's first device: where `partitioner=None` decodes."""
   from t5x import partitioning  # decoding is below partitioning's users, not partitioning
   return partitioning.PjitPartitioner(1, devices=jax.local_devices()[:1])
+
+
+def decode_cache(module: Transformer, params, encoder_input_tokens,
+                 options: DecodeOptions = DecodeOptions(), partitioner: Any = None) -> Any:
+  """The key/value cache a decode of `encoder_input_tokens` starts from, as global arrays
+  on `partitioner`'s mesh (None: one device), sharded as the decode program shards it:
+  {'decoder': {'layers_<i>': {'self_attention': {'cached_key', 'cached_value':
+  [B, L, h, d] (B = rows padded to the data axis, times num_decodes; the activation
+  dtype), 'cache_index': int32 []}}}}. For measuring its bytes per device (`t5x plan`, tests)."""
+  partitioner = partitioner or one_device()
+  options = options.validate()
+  tokens = np.asarray(encoder_input_tokens, np.int32)
+  tokens = np.pad(tokens, ((0, -len(tokens) % partitioner.data_size), (0, 0)))
+
+  def build(params, tokens):
+    plain, params = _unscanned(module, params)
+    n = options.num_decodes
+    return _init_cache(plain, params, _expand(_encode(plain, params, tokens), n),
+                       _expand(tokens, n), options.max_decode_length)
+
+  shape = jax.eval_shape(build, nn.unbox(params), tokens)  # the tree, for out_shardings
+  out = jax.tree_util.tree_map_with_path(
+      lambda path, _: partitioner.sharding(CACHE_AXES[path[-1].key]), shape)
+  fn = partitioner.partition(build, in_shardings=(model_config.unflatten(
+      param_shardings(module, partitioner)), partitioner.batch_sharding(2)), out_shardings=out)
+  return fn(nn.unbox(params), to_mesh(tokens, partitioner.batch_sharding(2)))
 
 
 def check_mesh(module: Transformer, partitioner: Any, batch_size: int = None,

@@ -77,7 +77,8 @@ def evaluate(*, output_dir: str, model: Any = None,
     data.get_task(dataset_cfg)  # imports the module that registers the task
   results = {}
   for checkpoint in paths:
-    loaded = script_args.load_model(checkpoint, restore_checkpoint_cfg.dtype, model)
+    loaded = script_args.load_model(checkpoint, restore_checkpoint_cfg.dtype, model,
+                                    partitioner)
     script_args.bind_task_vocabulary(loaded)
     step = checkpoints.step_of(loaded.source) or 0
     results[step] = evaluate_params(

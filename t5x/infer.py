@@ -110,15 +110,16 @@ def infer(*, output_dir: str, mode: str = 'predict', model: Any = None,
   writer = jax.process_index() == 0  # every process decodes; process 0 writes
   if summarize_config_fn is not None and shard_id == 0 and writer:
     summarize_config_fn(model_dir=output_dir, summary_writer=None, step=0)
-  loaded = _load(model, restore_checkpoint_cfg, fallback_init_rng)
+  partitioner = script_args.mesh_for(partitioner)
+  loaded = _load(model, restore_checkpoint_cfg, fallback_init_rng, partitioner)
   batch_size = dataset_cfg.batch_size if dataset_cfg is not None else 32
   module = Transformer(loaded.config)
-  partitioner = script_args.mesh_for(partitioner)
   decoding.check_mesh(module, partitioner or decoding.one_device(), batch_size,
                       't5x infer (utils.DatasetConfig.batch_size)')
   sources = _sources(loaded, model, dataset_cfg, prompts_file, (shard_id, num_shards),
                      output_vocab_feature_name, verify_matching_vocabs_fn)
-  # Placed once for every task and run (T5X's runs/infer.gin gives a partitioner).
+  # Placed once for every task and run (T5X's runs/infer.gin gives a partitioner); a
+  # checkpoint restored onto the mesh is there already.
   params = loaded.params
   if partitioner is not None:
     params = decoding.place_params(module, params, partitioner)
@@ -151,10 +152,10 @@ def _inert(args: dict) -> list[str]:
   return inert
 
 
-def _load(model, restore_cfg, fallback_init_rng) -> loader.Loaded:
+def _load(model, restore_cfg, fallback_init_rng, partitioner) -> loader.Loaded:
   path = script_args.restore_path(restore_cfg, 't5x infer')
   try:
-    return script_args.load_model(path, restore_cfg.dtype, model)
+    return script_args.load_model(path, restore_cfg.dtype, model, partitioner)
   except FileNotFoundError:
     if not restore_cfg.fallback_to_scratch:
       raise

@@ -14,12 +14,13 @@ import jax
 import numpy as np
 
 from t5x import checkpoints
+from t5x import decoding
 from t5x import gin_utils
 from t5x import model_config
 from t5x import scan_layout
 from t5x.conversion import hf_convert
 from t5x.conversion import legacy_t5x
-from t5x.examples.t5.network import T5Config
+from t5x.examples.t5.network import T5Config, Transformer
 from t5x.lora import adapters as lora
 
 EOS_ID = 1
@@ -130,22 +131,63 @@ def _read(path: str) -> Loaded:
 
 def _read_ours(checkpoint: str, model_dir: str) -> Loaded:
   params = checkpoints.restore_target(checkpoint)
-  overrides, scan_axis = {}, T5Config.param_scan_axis
-  for name in (MODEL_GIN, 'config.gin'):
-    gin_path = os.path.join(model_dir, name)
-    if os.path.isfile(gin_path):
-      fields = gin_utils.config_from_gin(gin_path)
-      overrides = {k: v for k, v in fields.items() if k in _NON_SHAPE_FIELDS}
-      scan_axis = fields.get('param_scan_axis', scan_axis)
-      break
+  overrides, scan_axis = _gin_fields(model_dir)
   params = scan_layout.unscan_params(params, scan_axis)  # see `load`: plain layout
   cfg = model_config.infer_config(params, **overrides)
   rank = cfg.lora_rank
   if rank:
     # Inference needs no separate factors: fold them in once, here.
     params, cfg = lora.merge(params, cfg), lora.base_config(cfg)
+  return Loaded(cfg, params, _vocabulary(model_dir), checkpoint, rank)
+
+
+def _gin_fields(model_dir: str) -> tuple[dict, int]:
+  """(the non-shape config fields, the scanned axis) that the MODEL_DIR's gin file names."""
+  for name in (MODEL_GIN, 'config.gin'):
+    gin_path = os.path.join(model_dir, name)
+    if os.path.isfile(gin_path):
+      fields = gin_utils.config_from_gin(gin_path)
+      return ({k: v for k, v in fields.items() if k in _NON_SHAPE_FIELDS},
+              fields.get('param_scan_axis', T5Config.param_scan_axis))
+  return {}, T5Config.param_scan_axis
+
+
+def _vocabulary(model_dir: str) -> Optional[str]:
   vocab = os.path.join(model_dir, VOCAB_FILE)
-  return Loaded(cfg, params, vocab if os.path.isfile(vocab) else None, checkpoint, rank)
+  return vocab if os.path.isfile(vocab) else None
+
+
+def load_on_mesh(path: str, partitioner, param_dtype: Optional[str] = None) -> Loaded:
+  """`load`, with the parameters as global jax arrays on `partitioner`'s mesh, sharded by
+  the training rules (see decoding.place_params).
+
+  A checkpoint of this project or T5X's Orbax layout is restored shard by shard straight
+  into those shardings, cast to `param_dtype` while reading: each host reads only the
+  slices its devices hold, and no host ever holds the whole model. It keeps its stored
+  layout (a scanned checkpoint gives `scan_layers=True`; decoding unstacks the layers
+  inside its program). Other sources (Hugging Face folders, legacy T5X files, LoRA runs,
+  whose adapters are merged first) are read on the host, then placed.
+  """
+  path = os.fspath(path)
+  checkpoint = path if checkpoints.is_checkpoint(path) else checkpoints.latest(path)
+  if checkpoint is not None:
+    model_dir = os.path.dirname(os.path.abspath(checkpoint))
+    stored = checkpoints.target_structs(checkpoint)
+    overrides, scan_axis = _gin_fields(model_dir)
+    cfg = model_config.infer_config(model_config.unflatten(stored), param_scan_axis=scan_axis,
+                                    **overrides)
+    if not cfg.lora_rank:
+      dtype = jax.numpy.dtype(param_dtype or cfg.param_dtype)
+      cfg = dataclasses.replace(cfg, param_dtype=dtype.name, remat_policy='none')
+      decoding.check_mesh(Transformer(cfg), partitioner, where=checkpoint)  # before reading
+      axes = model_config.param_axes(cfg)
+      abstract = {k: jax.ShapeDtypeStruct(v.shape, dtype, sharding=partitioner.sharding(axes[k]))
+                  for k, v in stored.items()}
+      params = checkpoints.restore_target_sharded(checkpoint, model_config.unflatten(abstract))
+      return Loaded(cfg, params, _vocabulary(model_dir), checkpoint)
+  loaded = load(path, param_dtype)
+  return dataclasses.replace(loaded, params=decoding.place_params(
+      Transformer(loaded.config), loaded.params, partitioner))
 
 
 def check_shapes(params: dict, cfg: T5Config, where: str) -> None:

@@ -55,20 +55,26 @@ def restore_path(cfg: Optional[utils.RestoreCheckpointConfig], command: str) -> 
   return cfg.path
 
 
-def load_model(path: str, dtype: Optional[str], model: Any = None) -> loader.Loaded:
+def load_model(path: str, dtype: Optional[str], model: Any = None,
+               partitioner: Any = None) -> loader.Loaded:
   """The parameters at `path` (cast to `dtype` when given), for the network of `model`
   (an EncoderDecoderModel a gin file built, as T5X's `%MODEL`) when given, else for the
-  network the checkpoint describes.
+  network the checkpoint describes. With a `partitioner`, restored shard by shard onto its
+  mesh (see loader.load_on_mesh), else read on the host.
 
   A gin network that the checkpoint does not fit is a ValueError naming the first missing
   or mis-shaped parameter. The gin network's non-shape fields (dtype, activations,
   dropout, ...) are the ones used. Decoding runs the unscanned network.
   """
-  loaded = loader.load(path, dtype)
+  if partitioner is not None:
+    loaded = loader.load_on_mesh(path, partitioner, dtype)
+  else:
+    loaded = loader.load(path, dtype)
   if model is None:
     return loaded
-  cfg = dataclasses.replace(model.module.config, scan_layers=False, remat_policy='none',
-                            param_dtype=loaded.config.param_dtype)
+  cfg = dataclasses.replace(model.module.config, scan_layers=loaded.config.scan_layers,
+                            param_scan_axis=loaded.config.param_scan_axis,
+                            remat_policy='none', param_dtype=loaded.config.param_dtype)
   loader.check_shapes(loaded.params, cfg,
                       f'{loaded.source} (the checkpoint) against the gin file\'s network')
   vocab = loaded.vocabulary_path or getattr(model.input_vocabulary, 'sentencepiece_model_file',

@@ -12,6 +12,7 @@ import train_helpers  # noqa: E402
 from t5x import decoding  # noqa: E402
 from t5x import model_config  # noqa: E402
 from t5x import partitioning  # noqa: E402
+from t5x.examples.t5.network import Transformer  # noqa: E402
 
 # 8 heads, and vocabulary / MLP / head sizes that 8 model shards divide.
 NETWORK = dict(num_heads=8, head_dim=4, emb_dim=32, mlp_dim=64, vocab_size=128)
@@ -64,6 +65,9 @@ def main():
           v.nbytes // int(np.prod([part.mesh.shape[a] for a in shardings[k].spec if a]))
           for k, v in flat.items())
       result[key]['param_bytes'] = sum(v.nbytes for v in flat.values())
+  result['cache'] = cache_bytes(devices, tokens[:4])  # rows that every data axis divides
+  result['restore'] = restore_on_a_mesh(devices)
+  result['errors'] = bad_meshes(devices)
   result['infer'] = infer_on_meshes(devices)
   result['api'] = result['infer'].pop('api')
   result['infer_eval'] = infer_eval_on_a_mesh(devices)
@@ -109,6 +113,98 @@ def infer_eval_on_a_mesh(devices):
       'predictions': len(read(os.path.join(folder, 'eval', 'copoet_compositional-000002.jsonl')))}
 
 
+def _per_device(tree) -> int:
+  """Bytes that the first device holds of every array of `tree`."""
+  return sum(x.addressable_shards[0].data.nbytes for x in jax.tree_util.tree_leaves(tree))
+
+
+def cache_bytes(devices, tokens):
+  """The key/value cache of a 3-beam decode, read from its arrays on 1x1, 4x2 and 1x8."""
+  model = train_helpers.tiny_model(**NETWORK)
+  params = model.init_params(jax.random.PRNGKey(0))
+  out = {}
+  for mesh in ('1x1', '4x2', '1x8'):
+    data, model_axis = map(int, mesh.split('x'))
+    part = partitioning.PjitPartitioner(model_axis, devices=devices[:data * model_axis])
+    cache = decoding.decode_cache(model.module, params, tokens, OPTIONS['beam'], part)
+    out[mesh] = {'per_device': _per_device(cache),
+                 'total': sum(x.nbytes for x in jax.tree_util.tree_leaves(cache)),
+                 'index_bytes': sum(x.nbytes for x in jax.tree_util.tree_leaves(cache)
+                                    if x.ndim == 0),
+                 'specs': sorted({str(x.sharding.spec) for x in jax.tree_util.tree_leaves(cache)})}
+  return out
+
+
+def restore_on_a_mesh(devices):
+  """`t5x.load(path, partitioner, 'bfloat16')` of a scanned float32 MODEL_DIR and of
+  T5X's Orbax fixture: restored shard by shard (the host-side reader is disabled), cast
+  while reading, and decoding as the host-read model does."""
+  import tempfile
+  import t5x
+  from t5x import checkpoints, loader, scan_layout
+  from t5x.conversion import converters
+  folder = tempfile.mkdtemp()
+  model = train_helpers.tiny_model(scan_layers=True, **NETWORK)
+  converters.write_model_dir(folder, model.init_params(jax.random.PRNGKey(3)),
+                             model.module.config)
+  fixture = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'fixtures', 't5x',
+                         't5x_orbax', 'checkpoint_3')
+  rng = np.random.RandomState(1)
+  out = {}
+  for name, path, parts in (('scanned', folder, 8), ('t5x_orbax', fixture, 2)):
+    host = loader.load(path, 'bfloat16')
+    whole = checkpoints.restore_target
+    checkpoints.restore_target = None  # a host-side read would fail
+    try:
+      meshed = t5x.load(path, param_dtype='bfloat16',
+                        partitioner=partitioning.PjitPartitioner(parts, devices=devices))
+    finally:
+      checkpoints.restore_target = whole
+    flat = model_config.flatten(scan_layout.unscan_params(
+        jax.device_get(meshed.params), meshed.config.param_scan_axis))
+    want = model_config.flatten(host.params)
+    tokens = rng.randint(2, host.config.vocab_size, (4, 8)).astype(np.int32)
+    greedy = decoding.DecodeOptions(max_decode_length=8)
+    out[name] = {
+        'scanned': meshed.config.scan_layers,
+        'dtypes': sorted({str(v.dtype) for v in jax.tree_util.tree_leaves(meshed.params)}),
+        'sharded': sum(1 for v in jax.tree_util.tree_leaves(meshed.params)
+                       if not v.sharding.is_fully_replicated),
+        'same_values': sorted(flat) == sorted(want) and all(
+            np.array_equal(np.asarray(flat[k], np.float32), np.asarray(want[k], np.float32))
+            for k in want),
+        'per_device': _per_device(meshed.params),
+        'whole': sum(v.nbytes for v in jax.tree_util.tree_leaves(meshed.params)),
+        'same_decode': bool(np.array_equal(
+            decoding.generate(Transformer(meshed.config), meshed.params, tokens, greedy,
+                              partitioner=meshed.partitioner)[0],
+            decoding.generate(Transformer(host.config), host.params, tokens, greedy)[0]))}
+  return out
+
+
+def bad_meshes(devices):
+  """The messages for a model axis that does not divide the heads, and for an infer batch
+  size that does not divide the data axis, raised before anything compiles."""
+  messages = {}
+  model = train_helpers.tiny_model(**dict(NETWORK, num_heads=4, head_dim=8))
+  try:
+    decoding.generate(model.module, model.init_params(jax.random.PRNGKey(0)),
+                      np.ones((2, 4), np.int32), partitioner=partitioning.PjitPartitioner(
+                          8, devices=devices))
+  except ValueError as e:
+    messages['heads'] = str(e)
+  try:
+    decoding.check_mesh(model.module, partitioning.PjitPartitioner(2, devices=devices), 6,
+                        't5x infer (utils.DatasetConfig.batch_size)')
+  except ValueError as e:
+    messages['batch'] = str(e)
+  return messages
+
+
+def _drop_scores(row: dict) -> dict:
+  return {k: v for k, v in row.items() if k not in ('score', 'aux')}
+
+
 def infer_on_meshes(devices):
   """`t5x infer`'s function on a prompts file, on one device and on a 4x2 mesh: per mode,
   whether the files hold the same lines, whether the decodes are, and the largest
@@ -142,7 +238,11 @@ def infer_on_meshes(devices):
                   'same_predictions': [r.get('prediction') for r in one]
                   == [r.get('prediction') for r in mesh],
                   'aux_diff': max((abs(a['aux']['scores'] - b['aux']['scores'])
-                                   for a, b in zip(one, mesh) if 'aux' in a), default=0.0)}
+                                   for a, b in zip(one, mesh) if 'aux' in a), default=0.0),
+                  'score_diff': max((abs(a['score'] - b['score'])
+                                     for a, b in zip(one, mesh) if 'score' in a), default=0.0),
+                  'same_but_scores': [_drop_scores(r) for r in one]
+                  == [_drop_scores(r) for r in mesh]}
   # The notebook API on the mesh: the same texts and scores as on one device.
   import t5x
   texts = ['a poem about the sea', 'the moon', 'rain on the roof']

@@ -22,7 +22,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -55,15 +55,18 @@ def post(url: str, body: dict, timeout: float = 120.0) -> tuple[int, dict]:
 
 @contextlib.contextmanager
 def running_server(checkpoint: str, log_dir: str, *, seed: Optional[int] = None,
-                   env: Optional[dict] = None, timeout: float = 300.0) -> Iterator[str]:
-  """Starts `t5x serve` on a free loopback port; yields its URL once it answers; stops it."""
+                   env: Optional[dict] = None, timeout: float = 300.0,
+                   flags: Sequence[str] = (), output_file: Optional[str] = None
+                   ) -> Iterator[str]:
+  """Starts `t5x serve` (with `flags` added) on a free loopback port; yields its URL once
+  it answers; stops it. Its output goes to `output_file` when given."""
   port = free_port()
   command = [sys.executable, '-m', 't5x_cli.main', 'serve', '--checkpoint', str(checkpoint),
-             '--port', str(port), '--log_dir', str(log_dir)]
+             '--port', str(port), '--log_dir', str(log_dir), *flags]
   if seed is not None:
     command += ['--seed', str(seed)]
   url = f'http://127.0.0.1:{port}'
-  with tempfile.TemporaryFile('w+') as output:
+  with (open(output_file, 'w+') if output_file else tempfile.TemporaryFile('w+')) as output:
     proc = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
     try:
       deadline = time.monotonic() + timeout

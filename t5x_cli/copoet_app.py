@@ -30,9 +30,10 @@ import socket
 import threading
 import time
 import uuid
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 import fastapi
+import jax
 import pydantic
 from fastapi import responses, staticfiles
 
@@ -242,14 +243,18 @@ def save_session(log_dir: str, content: dict) -> str:
 
 
 def load_model(checkpoint: str, vocabulary: Optional[str] = None,
-               param_dtype: Optional[str] = None) -> loader.Loaded:
-  """`loader.load(checkpoint)` with a SentencePiece vocabulary: `vocabulary` (a
+               param_dtype: Optional[str] = None, partitioner: Any = None) -> loader.Loaded:
+  """`loader.load(checkpoint)` (or, with a `partitioner`, `loader.load_on_mesh`: restored
+  shard by shard onto its mesh) with a SentencePiece vocabulary: `vocabulary` (a
   spiece.model file) when given, else the one that came with the model."""
   logging.getLogger('absl').setLevel(logging.ERROR)  # orbax's notes on restore: keep quiet
   if vocabulary and not os.path.isfile(vocabulary):
     raise FileNotFoundError(f'--vocabulary {vocabulary}: no such file; give a SentencePiece '
                             'model (spiece.model)')
-  model = loader.load(checkpoint, param_dtype)
+  if partitioner is not None:
+    model = loader.load_on_mesh(checkpoint, partitioner, param_dtype)
+  else:
+    model = loader.load(checkpoint, param_dtype)
   if vocabulary:
     model = dataclasses.replace(model, vocabulary_path=vocabulary)
   if not model.vocabulary_path:
@@ -261,22 +266,34 @@ def load_model(checkpoint: str, vocabulary: Optional[str] = None,
 def serve(checkpoint: str, *, host: str = '127.0.0.1', port: int = 8080,
           log_dir: str = 'copoet_sessions', max_rows: int = 64,
           param_dtype: Optional[str] = None, seed: Optional[int] = None,
-          vocabulary: Optional[str] = None, allowed_host: Iterable[str] = ()) -> None:
+          vocabulary: Optional[str] = None, allowed_host: Iterable[str] = (),
+          num_partitions: Optional[int] = None) -> None:
   """Loads the model, compiles the decode, and serves until interrupted.
 
   allowed_host: Host names answered besides the loopback ones and `host` (--allowed_host).
+  num_partitions: split the model over this many of this host's devices (its 'model'
+    mesh axis; the other devices form 'data'), for a model larger than one device; None:
+    one device.
   """
   serving.check_max_rows(max_rows)  # bad flags and a busy port fail before the slow load
+  partitioner = None
+  if num_partitions is not None:
+    from t5x import partitioning
+    partitioner = partitioning.PjitPartitioner(num_partitions, devices=jax.local_devices())
   hosts = http_guard.allowed_hosts(host, allowed_host)
   sock = bind(host, port)
-  model = load_model(checkpoint, vocabulary, param_dtype)
-  sampler = serving.BatchedSampler(model, max_rows=max_rows,
-                                   max_input_tokens=MAX_INPUT_TOKENS, seed=seed)
+  model = load_model(checkpoint, vocabulary, param_dtype, partitioner)
+  sampler = serving.BatchedSampler(model, max_rows=max_rows, max_input_tokens=MAX_INPUT_TOKENS,
+                                   seed=seed, partitioner=partitioner)
   seconds = sampler.warm_up(sampling_settings())
   log_dir = os.path.abspath(log_dir)
   os.makedirs(log_dir, exist_ok=True)
   app = create_app(sampler, log_dir, model.source or checkpoint, hosts)
   print(f'compiled the decode in {seconds:.1f} s; sessions are saved to {log_dir}')
+  if partitioner is not None:
+    shape = partitioner.mesh.shape
+    print(f'decoding on a mesh of data {shape["data"]} x model {shape["model"]} devices, '
+          'the parameters split as in training')
   for line in http_guard.startup_notes(host, hosts):
     print(line)
   print(f'serving {model.source or checkpoint} at http://{host}:{sock.getsockname()[1]}/ '

@@ -123,7 +123,8 @@ def _serve(args):
   from t5x_cli import copoet_app as serve
   serve.serve(args.checkpoint, host=args.host, port=args.port, log_dir=args.log_dir,
               max_rows=args.max_batch_rows, param_dtype=args.param_dtype, seed=args.seed,
-              vocabulary=args.vocabulary, allowed_host=args.allowed_host)
+              vocabulary=args.vocabulary, allowed_host=args.allowed_host,
+              num_partitions=args.num_partitions)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -235,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help='cast the parameters (bfloat16 halves the memory)')
   p.add_argument('--seed', type=int, default=None,
                  help='seed of the first decode (default: random)')
+  p.add_argument('--num_partitions', type=int, default=None,
+                 help="split the model over N of this host's devices (T5X's num_partitions), "
+                 'for a model larger than one device; the other devices share the rows')
   p.set_defaults(run=_serve)
 
   p = sub.add_parser('plan', help='per-device memory of a config\'s train step on a simulated '

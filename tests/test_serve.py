@@ -10,6 +10,8 @@ import uuid
 
 import pytest
 
+import jobs
+
 import t5x
 from conftest import ENV, ROOT
 from t5x_cli import main as cli
@@ -182,6 +184,27 @@ def test_serve_names_a_busy_port_before_loading(served, capsys):
 
 
 # ------------------------------------------------------------------ the API, served
+
+
+def test_a_partitioned_server_answers_as_one_device_does(quickstart, tmp_path):
+  """`t5x serve --num_partitions 2` on two simulated devices splits the model over both
+  and answers the first suggestion request with the same 5 lines as the one-device
+  server, for the same seed (both warm up with the same decodes, so the same seeds)."""
+  def first_answer(name, env, flags):
+    log = tmp_path / f'{name}.log'
+    with serve_load.running_server(quickstart[0], tmp_path / name, seed=3, env=env,
+                                   flags=['--max_batch_rows', '16', *flags],
+                                   output_file=str(log)) as url:
+      status, body = serve_load.post(f'{url}/api/suggest', {'instruction': RHYME})
+    assert status == 200, body
+    return body['suggestions'], log.read_text()
+
+  two = dict(ENV, XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  (one, _), (split, log) = jobs.concurrently(
+      lambda: first_answer('one', ENV, []),
+      lambda: first_answer('split', two, ['--num_partitions', '2']))
+  assert 'decoding on a mesh of data 1 x model 2 devices' in log
+  assert len(one) == 5 and split == one
 
 
 def test_suggest_gives_n_suggestions(served):

@@ -25,7 +25,7 @@ import queue
 import secrets
 import threading
 import time
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -100,12 +100,16 @@ class BatchedSampler:
     max_input_tokens: prompt length in tokens (EOS included); longer prompts are refused.
     max_pending: requests waiting at most; beyond, `submit` raises `Busy`.
     seed: seed of the first decode (each decode uses the next); None draws one at random.
+    partitioner: a `partitioning.PjitPartitioner` to decode on its mesh (a model larger
+      than one device, `model.params` placed there by `loader.load_on_mesh`); None: one
+      device.
   """
 
   def __init__(self, model: loader.Loaded, *, max_rows: int = 64, max_input_tokens: int = 64,
-               max_pending: int = 256, seed: Optional[int] = None):
+               max_pending: int = 256, seed: Optional[int] = None, partitioner: Any = None):
     check_max_rows(max_rows)
     self.model = model
+    self.partitioner = partitioner
     self.max_rows, self.max_input_tokens = max_rows, max_input_tokens
     self.max_pending = max_pending
     self._module = Transformer(model.config)
@@ -225,8 +229,7 @@ class BatchedSampler:
     tokens, _ = decoding.generate_sampled(
         self._module, self.model.params, enc, temperature, top_k, top_p,
         seed=next(self._seeds), max_decode_length=settings.max_decode_length,
-        no_repeat_ngram_size=settings.no_repeat_ngram_size)
-    tokens = np.asarray(tokens)
+        no_repeat_ngram_size=settings.no_repeat_ngram_size, partitioner=self.partitioner)
     decode_ms = (time.perf_counter() - start) * 1000.0
     self.decodes += 1
     results, row = [], 0

@@ -49,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from t5x import model_config
+from t5x import partitioning
 from t5x import scan_layout
 from t5x.examples.t5.network import Transformer
 
@@ -665,7 +666,6 @@ def _compiled(module: Transformer, options: DecodeOptions, eos_id: int, partitio
 @functools.lru_cache(maxsize=None)
 def one_device() -> Any:
   """The 1x1 mesh of this process's first device: where `partitioner=None` decodes."""
-  from t5x import partitioning  # decoding is below partitioning's users, not partitioning
   return partitioning.PjitPartitioner(1, devices=jax.local_devices()[:1])
 
 

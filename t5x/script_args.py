@@ -15,6 +15,7 @@ import jax
 
 from t5x import data
 from t5x import loader
+from t5x import partitioning
 from t5x import utils
 
 
@@ -42,7 +43,6 @@ def mesh_for(partitioner: Any) -> Any:
   of several processes, every device of the job as the data axis (each host decodes its
   rows of every batch); else None (this process's first device)."""
   if partitioner is None and jax.process_count() > 1:
-    from t5x import partitioning
     partitioner = partitioning.PjitPartitioner(1)
   return partitioner
 

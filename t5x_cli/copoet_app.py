@@ -40,6 +40,7 @@ from fastapi import responses, staticfiles
 from t5x import decoding
 from t5x import fs_utils
 from t5x import loader
+from t5x import partitioning
 from t5x.serving import http_guard
 from t5x.serving import batched_sampler as serving
 from t5x_tasks import copoet_instructions, copoet_sessions
@@ -278,7 +279,6 @@ def serve(checkpoint: str, *, host: str = '127.0.0.1', port: int = 8080,
   serving.check_max_rows(max_rows)  # bad flags and a busy port fail before the slow load
   partitioner = None
   if num_partitions is not None:
-    from t5x import partitioning
     partitioner = partitioning.PjitPartitioner(num_partitions, devices=jax.local_devices())
   hosts = http_guard.allowed_hosts(host, allowed_host)
   sock = bind(host, port)

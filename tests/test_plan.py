@@ -194,3 +194,59 @@ def test_activation_estimate_formula_by_hand():
   stacks = (2 * le + ld) * e * 4 + h * (le * le + ld * ld) * 4 + ld * le * 4
   expected = 2 * (enc + dec + stacks + 3 * ld * v * 4)
   assert plan.activation_bytes(cfg, OneDevice, 2, {'inputs': le, 'targets': ld}) == expected
+
+
+@pytest.fixture(scope='module')
+def decode_2x2(tmp_path_factory):
+  """`t5x plan --mode infer`: a 3-beam decode of 8 inputs of the quickstart model, 2x2."""
+  return _plan(tmp_path_factory.mktemp('decode_plan'), '--mode', 'infer', '--mesh', '2x2',
+               '--decode', 'beam', '--num_decodes', '3', '--batch_size', '8',
+               '--device_memory_gib', '1')
+
+
+@pytest.mark.slow
+def test_decode_plan_counts_parameters_and_caches_by_hand(decode_2x2):
+  """Parameters in bfloat16 (the decode dtype), sharded by the training rules; the
+  key/value cache and the cross-attention keys/values per layer: 24 rows (8 inputs x 3
+  beams) over a data axis of 2, 4 heads over a model axis of 2, head_dim 16, float32
+  activations, 2 decoder layers; quickstart lengths 32 in, 24 out."""
+  proc, report = decode_2x2
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  cfg = T5Config(**QUICKSTART)
+  shapes, axes = model_config.param_shapes(cfg), model_config.param_axes(cfg)
+  params = sum(math.prod(shapes[k]) * 2 // _shard_factor(axes[k], 2) for k in shapes)
+  per = report['per_device_bytes']
+  assert report['model']['param_dtype'] == 'bfloat16' and per['parameters'] == params
+  rows, heads, layers = 24 // 2, 4 // 2, 2
+  assert per['kv_cache'] == 2 * layers * rows * 24 * heads * 16 * 4
+  assert per['cross_attention_kv'] == 2 * layers * rows * heads * 32 * 16 * 4
+  assert per['input_tokens'] == 8 // 2 * 32 * 4
+  assert report['decode'] == {'method': 'beam', 'num_decodes': 3, 'batch_size': 8,
+                              'input_length': 32, 'decode_length': 24, 'rows_per_device': 12}
+
+
+@pytest.mark.slow
+def test_decode_plan_reports_the_compiled_program(decode_2x2):
+  proc, report = decode_2x2
+  compiled, per = report['compiled'], report['per_device_bytes']
+  # The program's arguments: the parameters and the tokens (beam search never reads the
+  # seed, so jit drops it).
+  assert compiled['argument_bytes'] == per['parameters'] + per['input_tokens']
+  # It outputs tokens [8, 3, 24] and scores [8, 3], replicated (int32 / float32), and
+  # XLA:CPU's result tuple, one 8-byte pointer per output.
+  assert compiled['output_bytes'] == 8 * 3 * 24 * 4 + 8 * 3 * 4 + 2 * 8
+  # Caches live inside the program: its temporaries hold at least them.
+  assert compiled['temp_bytes'] >= per['kv_cache'] + per['cross_attention_kv']
+  assert report['total_per_device_bytes'] == compiled['peak_bytes'] and report['fits'] is True
+  assert 'key/value cache' in proc.stdout and 'fits in 1 GiB' in proc.stdout
+
+
+@pytest.mark.parametrize('flags, numbers', [
+    (['--mesh', '1x8'], ['model axis of size 8', 'num_heads=4']),
+    (['--mesh', '2x2', '--batch_size', '5'], ['batch_size=5', 'data axis of size 2']),
+])
+def test_decode_plan_refuses_meshes_that_cannot_decode(tmp_path, flags, numbers):
+  proc, report = _plan(tmp_path, '--mode', 'infer', '--no-compile', *flags)
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr and report is None
+  for text in numbers:
+    assert text in proc.stderr, proc.stderr

@@ -54,7 +54,7 @@ from t5x import model_config
 GIB = 2 ** 30
 _COUNT_FLAG = '--xla_force_host_platform_device_count'
 # The run configs mark MODEL_DIR required; planning writes nothing there.
-_UNUSED_MODEL_DIR = "MODEL_DIR = '/nonexistent/t5x_plan'"
+UNUSED_MODEL_DIR = "MODEL_DIR = '/nonexistent/t5x_plan'"
 # Errors whose message says what to fix: one line on stderr, exit code 2, no traceback.
 _USER_ERRORS = (ValueError, KeyError, FileNotFoundError, SyntaxError, RuntimeError)
 
@@ -87,13 +87,27 @@ def parse_args(argv: Sequence[str]) -> tuple[list, list, list, argparse.Namespac
   parser.add_argument('--batch_size', type=int, default=None,
                       help='override train/utils.DatasetConfig.batch_size (BATCH_SIZE)')
   parser.add_argument('--json', dest='json_path', default=None, help='also write the report here')
+  parser.add_argument('--mode', choices=('train', 'infer'), default='train',
+                      help="train: the train step (default); infer: the decode program of the "
+                      "config's model (see t5x/memory/decode_plan.py)")
+  infer = parser.add_argument_group('--mode infer')
+  infer.add_argument('--decode', choices=('greedy', 'beam', 'sample'), default='greedy')
+  infer.add_argument('--num_decodes', type=int, default=1,
+                     help='beams or samples per input (CoPoet: 5 samples)')
+  infer.add_argument('--input_length', type=int, default=None,
+                     help="encoder length (default: TASK_FEATURE_LENGTHS['inputs'])")
+  infer.add_argument('--decode_length', type=int, default=None,
+                     help="max_decode_length (default: TASK_FEATURE_LENGTHS['targets'])")
+  infer.add_argument('--param_dtype', default='bfloat16', choices=('bfloat16', 'float32'),
+                     help="parameters while decoding (T5X's runs/infer.gin restores in "
+                     'bfloat16; the default)')
   opts = parser.parse_args(rest)
   if not files:
     raise ValueError('no --gin_file given; e.g. t5x plan --gin_file=gin/quickstart.gin --mesh 2x2')
   return files, bindings, paths, opts
 
 
-def _overrides(opts: argparse.Namespace) -> list[str]:
+def overrides(opts: argparse.Namespace) -> list[str]:
   """Gin bindings that put the plan's flags into the config (later bindings win)."""
   out = []
   if opts.mesh:
@@ -109,7 +123,8 @@ def launch(argv: Sequence[str]) -> int:
   """`t5x plan`: checks the flags here, plans in a child process; returns its exit code."""
   _, _, _, opts = parse_args(argv)
   env = planning_env(os.environ, opts.mesh[0] * opts.mesh[1] if opts.mesh else None)
-  return subprocess.call([sys.executable, '-m', 't5x.memory.plan', *argv], env=env)
+  child = 't5x.memory.decode_plan' if opts.mode == 'infer' else 't5x.memory.plan'
+  return subprocess.call([sys.executable, '-m', child, *argv], env=env)
 
 
 def planning_env(environ: dict, device_count: Optional[int]) -> dict:
@@ -126,18 +141,19 @@ def planning_env(environ: dict, device_count: Optional[int]) -> dict:
 
 # ----------------------------------------------------------------------------- child
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-  """The child: plan, print the table, write the JSON; exit code 2 on a config error."""
+def main(argv: Optional[Sequence[str]] = None, plan_fn=None, format_fn=None) -> int:
+  """The child: plan, print the table, write the JSON; exit code 2 on a config error.
+  `plan_fn` and `format_fn` (default: the train step's) make and print the report."""
   argv = list(sys.argv[1:] if argv is None else argv)
   log_noise.quiet_start()  # TensorFlow's import (the gin files' tasks), minus its noise
   try:
     files, bindings, paths, opts = parse_args(argv)
-    report = plan(files, bindings, paths, opts)
+    report = (plan_fn or plan)(files, bindings, paths, opts)
   except _USER_ERRORS as e:
     print(f't5x plan: error: {e}', file=sys.stderr)
     return 2
   report['command'] = shlex.join(['t5x', 'plan', *argv])
-  print(format_report(report), flush=True)
+  print((format_fn or format_report)(report), flush=True)
   if opts.json_path:
     write_json(report, opts.json_path)
   return 0
@@ -145,20 +161,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def plan(files, bindings, paths, opts: argparse.Namespace) -> dict:
   """The report (a JSON-able dict) for one config and mesh; see the module docstring."""
-  gin_utils.parse(files, [_UNUSED_MODEL_DIR, *bindings, *_overrides(opts)], paths)
-  data, model = opts.mesh or (1, _configured_num_partitions())
-  _simulate_devices(data * model)
+  gin_utils.parse(files, [UNUSED_MODEL_DIR, *bindings, *overrides(opts)], paths)
+  data, model = opts.mesh or (1, configured_num_partitions())
+  simulate_devices(data * model)
   trainer, dataset_cfg = build_trainer()
   part = trainer.partitioner
   check_batch(part, dataset_cfg.batch_size, trainer.num_microbatches)
   batch = abstract_batch(dataset_cfg, part)
   report = {
       'date': datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
-      'machine': _machine(),
+      'machine': machine_description(),
       'jax_version': jax.__version__,
       'gin_files': list(files),
       'gin_bindings': list(bindings),
-      'model': _model_summary(trainer.model.config),
+      'model': model_summary(trainer.model.config),
       'mesh': {'data': part.mesh.shape['data'], 'model': part.mesh.shape['model'],
                'devices': part.mesh.size},
       'batch': _batch_summary(dataset_cfg, trainer.num_microbatches, part.data_size, batch),
@@ -175,14 +191,14 @@ def plan(files, bindings, paths, opts: argparse.Namespace) -> dict:
   return report
 
 
-def _configured_num_partitions() -> int:
+def configured_num_partitions() -> int:
   try:
     return int(gin.query_parameter('partitioning.PjitPartitioner.num_partitions'))
   except ValueError:  # not bound: the partitioner's default
     return 1
 
 
-def _simulate_devices(count: int) -> None:
+def simulate_devices(count: int) -> None:
   """Makes JAX's CPU backend hold `count` devices, or says why it cannot."""
   try:
     jax.config.update('jax_platforms', 'cpu')
@@ -403,11 +419,11 @@ def verdict(report: dict, device_memory_gib: Optional[float]) -> dict:
 
 # ----------------------------------------------------------------------------- output
 
-def _machine() -> str:
+def machine_description() -> str:
   return f'{platform.node()} ({platform.machine()}, {os.cpu_count()} CPUs, XLA CPU backend)'
 
 
-def _model_summary(cfg) -> dict:
+def model_summary(cfg) -> dict:
   counts = model_config.parameter_counts(cfg)
   return {
       'total_parameters': counts['total'], 'trainable_parameters': counts['trainable'],
@@ -430,7 +446,7 @@ def _batch_summary(cfg, num_microbatches: int, data_size: int, batch: dict) -> d
   }
 
 
-def _count(n: int) -> str:
+def format_count(n: int) -> str:
   """12_345 -> '12,345'; 2_851_598_336 -> '2.85B'."""
   for suffix, scale in (('B', 1e9), ('M', 1e6)):
     if n >= scale:
@@ -438,7 +454,7 @@ def _count(n: int) -> str:
   return f'{n:,}'
 
 
-def _size(n: float) -> str:
+def format_size(n: float) -> str:
   """Bytes in a readable unit, right-aligned: '  12.34 GiB', ' 512.0 MiB'."""
   for unit, scale in (('GiB', GIB), ('MiB', 2 ** 20), ('KiB', 2 ** 10)):
     if abs(n) >= scale:
@@ -448,7 +464,7 @@ def _size(n: float) -> str:
 
 def format_report(r: dict) -> str:
   """The report as a plain-text table of sizes per device."""
-  return '\n'.join(_header_lines(r) + [''] + _byte_lines(r) + _verdict_lines(r))
+  return '\n'.join(_header_lines(r) + [''] + _byte_lines(r) + verdict_lines(r))
 
 
 def _header_lines(r: dict) -> list[str]:
@@ -456,7 +472,7 @@ def _header_lines(r: dict) -> list[str]:
   levers = [name for name, on in (('scan_layers', m['scan_layers']),
                                   (f"remat={m['remat_policy']}", m['remat_policy'] != 'none'),
                                   (f"lora_rank={m['lora_rank']}", m['lora_rank'])) if on]
-  model = (f"{_count(m['total_parameters'])} parameters ({_count(m['trainable_parameters'])} "
+  model = (f"{format_count(m['total_parameters'])} parameters ({format_count(m['trainable_parameters'])} "
            f"trained), {m['num_encoder_layers']}+{m['num_decoder_layers']} layers, emb "
            f"{m['emb_dim']}, params {m['param_dtype']}, activations {m['dtype']}")
   return [
@@ -483,10 +499,10 @@ def _byte_lines(r: dict) -> list[str]:
              ('  generated code', c['generated_code_bytes']),
              ('  state the step does not read', c['unused_argument_bytes'])]
   rows.append((f"total per device ({r['source']})", r['total_per_device_bytes']))
-  return [label if n is None else f'{label:36s}{_size(n)}' for label, n in rows]
+  return [label if n is None else f'{label:36s}{format_size(n)}' for label, n in rows]
 
 
-def _verdict_lines(r: dict) -> list[str]:
+def verdict_lines(r: dict) -> list[str]:
   if r['fits'] is None:
     return []
   gib, room = r['device_memory_gib'], r['headroom_bytes'] / GIB

@@ -13,7 +13,14 @@ gin/quickstart.gin's model (d_model 64, 2 + 2 layers, vocab 384). Batch 32, prom
 Random weights rarely emit EOS, so both sides usually run all 32 steps; tokens are
 counted up to EOS either way.
 
+`--mesh DxM` adds a third row: the same decode as one program on a D x M mesh of
+simulated CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count), parameters
+sharded by the training rules. It is a correctness run: the script checks that the mesh
+decodes the very tokens one device decodes for the same seeds. Simulated devices share
+the same 2 cores, so their time is not a speed figure.
+
 Run: python benchmarks/decode.py [--preset small|quickstart] [--batch 32] [--reps 5]
+     [--mesh 4x2]
 Goal: >= 3x transformers' tokens/s with the small preset on a 2-core CPU.
 """
 import argparse
@@ -23,6 +30,23 @@ import time
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
+
+def _mesh_flag(argv) -> tuple[int, int] | None:
+  """--mesh DxM from argv, read before JAX starts (it fixes its CPU device count then)."""
+  for i, arg in enumerate(argv):
+    value = arg.partition('=')[2] if arg.startswith('--mesh=') else (
+        argv[i + 1] if arg == '--mesh' and i + 1 < len(argv) else None)
+    if value:
+      data, _, model = value.partition('x')
+      return int(data), int(model)
+  return None
+
+
+MESH = _mesh_flag(sys.argv[1:])
+if MESH:
+  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                             f' --xla_force_host_platform_device_count={MESH[0] * MESH[1]}')
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -30,7 +54,8 @@ import transformers  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 from t5x import decoding  # noqa: E402
-from t5x.conversion import hf_convert
+from t5x import partitioning  # noqa: E402
+from t5x.conversion import hf_convert  # noqa: E402
 from t5x.examples.t5.network import Transformer  # noqa: E402
 
 EOS = 1
@@ -101,6 +126,8 @@ def main():
   parser.add_argument('--top_k', type=int, default=5)
   parser.add_argument('--temperature', type=float, default=0.7)
   parser.add_argument('--reps', type=int, default=5)
+  parser.add_argument('--mesh', default=None,
+                      help='DxM: also decode on a mesh of D*M simulated devices (correctness)')
   args = parser.parse_args()
 
   threads = os.cpu_count()
@@ -112,11 +139,18 @@ def main():
                                    temperature=args.temperature, top_k=args.top_k)
   seeds = iter(range(10 ** 6))
 
-  def ours():
-    tokens, _ = decoding.generate(module, params, prompts,
-                                  decoding.DecodeOptions(**{**options.__dict__,
-                                                            'seed': next(seeds)}), eos_id=EOS)
-    return generated_tokens(np.asarray(tokens))  # np.asarray waits for the device
+  def ours(partitioner=None, placed=params, seed=None):
+    seed = next(seeds) if seed is None else seed
+    tokens, _ = decoding.generate(module, placed, prompts,
+                                  decoding.DecodeOptions(**{**options.__dict__, 'seed': seed}),
+                                  eos_id=EOS, partitioner=partitioner)
+    return generated_tokens(tokens), tokens
+
+  fns = [lambda: ours()[0]]
+  if MESH:
+    mesh = partitioning.PjitPartitioner(MESH[1], devices=jax.devices())
+    on_mesh = decoding.place_params(module, params, mesh)
+    fns.append(lambda: ours(mesh, on_mesh)[0])
 
   input_ids = torch.tensor(prompts, dtype=torch.long)
   mask = (input_ids != 0).long()
@@ -136,13 +170,20 @@ def main():
         f'temperature {args.temperature}, max length {args.max_length}; {threads} CPU threads; '
         f'jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__}, '
         f'transformers {transformers.__version__}; load average {os.getloadavg()[0]:.2f}')
-  (t_ours, n_ours), (t_theirs, n_theirs) = time_both([ours, theirs], args.reps)
+  timed = time_both(fns + [theirs], args.reps)
+  (t_ours, n_ours), (t_theirs, n_theirs) = timed[0], timed[-1]
   ours_tps, theirs_tps = n_ours / t_ours, n_theirs / t_theirs
   print(f't5x.decoding.generate: {t_ours * 1e3:8.1f} ms/batch  {n_ours:5d} tokens  '
         f'{ours_tps:9.1f} tokens/s')
   print(f'transformers generate:        {t_theirs * 1e3:8.1f} ms/batch  {n_theirs:5d} tokens  '
         f'{theirs_tps:9.1f} tokens/s')
   print(f'ratio (ours / transformers): {ours_tps / theirs_tps:.2f}x  (goal >= 3x)')
+  if MESH:
+    t_mesh, n_mesh = timed[1]
+    same = all(np.array_equal(ours(seed=s)[1], ours(mesh, on_mesh, seed=s)[1]) for s in (0, 1))
+    print(f'{MESH[0]}x{MESH[1]} simulated mesh (correctness run; simulated devices share the '
+          f'CPU, not a speed figure): {t_mesh * 1e3:8.1f} ms/batch  {n_mesh:5d} tokens; '
+          f'tokens identical to one device for seeds 0 and 1: {"yes" if same else "NO"}')
 
 
 if __name__ == '__main__':

@@ -701,11 +701,14 @@ def check_mesh(module: Transformer, partitioner: Any, batch_size: int = None,
   decoding (its 'model' axis must divide the heads, which the key/value cache is split
   by, and every dimension the rules shard) or if `batch_size` (when given) does not
   divide over its 'data' axis."""
-  model = partitioner.mesh.shape['model']
+  spec = partitioner.mesh_axes(('heads',))  # the mesh axes the rules split heads over
+  axes = spec[0] if len(spec) else None
+  axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+  ways = int(np.prod([partitioner.mesh.shape[a] for a in axes]))
   heads = module.config.num_heads
-  if heads % model:
+  if heads % ways:
     raise ValueError(
-        f'{where}: the model axis of size {model} (partitioning.PjitPartitioner.'
+        f'{where}: the {"x".join(axes)} axis of size {ways} (partitioning.PjitPartitioner.'
         f'num_partitions) does not divide num_heads={heads}; the key/value cache is split '
         f'by heads over that axis. Use num_partitions dividing {heads}.')
   partitioner.check_divisible(model_config.param_shapes(module.config),

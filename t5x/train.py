@@ -96,6 +96,9 @@ def train(*, model: models.EncoderDecoderModel, train_dataset_cfg: utils.Dataset
   partitioner.check_batch_size(train_dataset_cfg.batch_size, trainer.num_microbatches)
   if train_eval_dataset_cfg is not None:
     partitioner.check_batch_size(train_eval_dataset_cfg.batch_size)
+  if infer_eval_dataset_cfg is not None:  # before training, not at the first infer_eval
+    decoding.check_mesh(model.module, partitioner, infer_eval_dataset_cfg.batch_size,
+                        'train.infer_eval_dataset_cfg (its batch_size)')
   _write_config(model_dir)
   _write_model_info(model_dir, trainer)
   _write_vocabulary(model_dir, model)

@@ -100,3 +100,14 @@ def test_train_benchmark_smoke_scaling(train_scaling_smoke):
     assert r['project_s'] > 0 and r['pytorch_s'] > 0
     assert r['ratio'] == r['pytorch_s'] / r['project_s']
   assert 'scaling, T5 1.1 tiny' in proc.stdout
+
+
+def test_decode_benchmark_runs_its_mesh_correctness_column():
+  """`benchmarks/decode.py --mesh 2x2` on the quickstart preset: both stacks decode the
+  batch, and the 2x2 simulated mesh decodes the tokens one device decodes."""
+  proc = jobs.run([sys.executable, 'benchmarks/decode.py', '--preset', 'quickstart', '--reps',
+                   '1', '--batch', '8', '--max_length', '8', '--mesh', '2x2'],
+                  cwd=ROOT, env=ENV, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'ratio (ours / transformers)' in proc.stdout
+  assert 'tokens identical to one device for seeds 0 and 1: yes' in proc.stdout, proc.stdout

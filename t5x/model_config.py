@@ -20,9 +20,11 @@ from t5x.lora import adapters as lora
 @functools.lru_cache(maxsize=32)
 def abstract_variables(cfg: T5Config) -> Any:
   """The boxed parameter tree of `cfg`'s model as ShapeDtypeStructs; allocates nothing."""
-  tokens = jnp.ones((1, 1), jnp.int32)
+  # Abstract inputs too: nothing runs eagerly (no small programs compiled on first use).
+  tokens = jax.ShapeDtypeStruct((1, 1), jnp.int32)
+  rng = jax.ShapeDtypeStruct((2,), jnp.uint32)  # a raw PRNG key
   init = functools.partial(Transformer(cfg).init, enable_dropout=False)
-  return jax.eval_shape(init, jax.random.PRNGKey(0), tokens, tokens)['params']
+  return jax.eval_shape(init, rng, tokens, tokens)['params']
 
 
 def flatten(tree: Any) -> dict[str, Any]:

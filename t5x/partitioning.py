@@ -211,6 +211,10 @@ class PjitPartitioner:
       with nn.logical_axis_rules(self.rules):
         return fn(*args)
 
+    # XLA's program name (logs, profiles, compile events): the function's own, not 'traced'.
+    traced.__name__ = traced.__qualname__ = getattr(
+        fn, '__name__', getattr(getattr(fn, 'func', None), '__name__', 'partitioned'))
+
     jitted = jax.jit(traced, in_shardings=in_shardings, out_shardings=out_shardings,
                      donate_argnums=tuple(donate_argnums))
 

@@ -78,7 +78,9 @@ def test_new_sampling_settings_compile_nothing_after_warm_up(model):
   lowered = []
 
   def on_event(event, duration, **kwargs):
-    if event == '/jax/core/compile/jaxpr_to_mlir_module_duration':
+    # The sampler's own thread only: jobs that run ahead in this process compile too.
+    if (event == '/jax/core/compile/jaxpr_to_mlir_module_duration'
+        and threading.current_thread().name == 't5x-sampler'):
       lowered.append(kwargs.get('fun_name'))
 
   sampler = serving.BatchedSampler(model, max_rows=16, seed=0)
@@ -97,7 +99,7 @@ def test_new_sampling_settings_compile_nothing_after_warm_up(model):
     sampler.close()
   assert lowered == []  # 10 new settings, 16 rows a decode or fewer: nothing compiled
   # Warm-up: at most the two buckets' programs (fewer if an earlier test compiled them).
-  assert set(warm) <= {'jit(sampled)'} and len(warm) <= 2, warm
+  assert set(warm) <= {'jit(_generate_impl)'} and len(warm) <= 2, warm
   assert sorted(len(r.texts) for r in results) == [3] * 5 + [10] * 5
 
 

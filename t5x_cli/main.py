@@ -18,8 +18,10 @@ def _export_hf(args):
   report = converters.export_hf(args.model_dir, args.out_dir, verify=args.verify,
                                 force=args.force)
   if report:
-    print(f"verified: logits max |diff| {report['logits_max_abs_diff']:.2e} vs transformers; "
-          f"greedy decodes of {report['greedy_prompts']} prompts token-identical")
+    print(f"verified: logits max |diff| {report['logits_max_abs_diff']:.2e} vs transformers in "
+          f"float64 (tolerance {report['logits_tolerance']:.1e}; float32: "
+          f"{report['logits_float32_max_abs_diff']:.2e}); greedy decodes of "
+          f"{report['greedy_prompts']} prompts token-identical")
   print(f'wrote {args.out_dir}; load it with '
         f'transformers.T5ForConditionalGeneration.from_pretrained({args.out_dir!r})')
 

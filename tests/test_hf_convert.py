@@ -182,3 +182,54 @@ def test_config_json_with_a_byte_order_mark_reads(tmp_path):
   (tmp_path / 'config.json').write_bytes(b'\xef\xbb\xbf' + json.dumps(config).encode())
   cfg, raw = hf_convert.read_hf_config(str(tmp_path))
   assert raw == config and (cfg.emb_dim, cfg.vocab_size) == (8, 32)
+
+
+@pytest.fixture(scope='module')
+def wide_weights_dir(tmp_path_factory):
+  """A T5 1.1 (4 + 3 layers) with every weight drawn at N(0, 0.5): logits near 7, where
+  float32 round-off on either side reaches 1e-3."""
+  torch.manual_seed(3)
+  config = transformers.T5Config(vocab_size=256, d_model=64, d_kv=16, d_ff=128, num_layers=4,
+                                 num_decoder_layers=3, num_heads=4, dropout_rate=0.0,
+                                 feed_forward_proj='gated-gelu', tie_word_embeddings=False)
+  model = transformers.T5ForConditionalGeneration(config)
+  with torch.no_grad():
+    for p in model.parameters():
+      p.normal_(0.0, 0.5)
+  folder = tmp_path_factory.mktemp('wide') / 'hf'
+  model.eval().save_pretrained(folder)
+  model_dir = tmp_path_factory.mktemp('wide') / 'model'
+  assert _run('import-hf', folder, model_dir) == 0
+  return model_dir
+
+
+def test_round_trip_of_wide_random_weights_verifies_in_float64(wide_weights_dir, tmp_path,
+                                                               capsys):
+  """import-hf then export-hf of the N(0, 0.5) model passes verification (its float32
+  logits differ from transformers' by ~1e-3, over the old fixed 1e-4); in float64 the two
+  agree to round-off, far inside 1e-8 of the largest logit."""
+  from t5x.conversion import converters
+  report = converters.export_hf(str(wide_weights_dir), str(tmp_path / 'back'))
+  print(f"N(0, 0.5) round trip: float64 logits max |diff| {report['logits_max_abs_diff']:.2e} "
+        f"(tolerance {report['logits_tolerance']:.2e}); float32 "
+        f"{report['logits_float32_max_abs_diff']:.2e}")
+  assert report['logits_max_abs_diff'] <= report['logits_tolerance'] and report['greedy_identical']
+  assert report['logits_max_abs_diff'] < 1e-10  # round-off in float64, not a loose bound
+  assert report['logits_float32_max_abs_diff'] > 1e-4  # what the float32 rule refused
+
+
+def test_one_tensor_scaled_by_one_percent_is_refused_in_float64(wide_weights_dir, tmp_path,
+                                                                monkeypatch):
+  from t5x.conversion import converters, hf_export
+  real = hf_export.hf_convert.write_hf_files
+
+  def corrupt(folder, params, cfg, vocab):
+    layer = params['encoder']['layers_2']
+    scaled = dict(layer, mlp=dict(layer['mlp'], wo={
+        'kernel': np.asarray(layer['mlp']['wo']['kernel']) * 1.01}))
+    real(folder, dict(params, encoder=dict(params['encoder'], layers_2=scaled)), cfg, vocab)
+
+  monkeypatch.setattr(hf_export.hf_convert, 'write_hf_files', corrupt)
+  with pytest.raises(hf_export.VerificationError, match='differ by .* in float64'):
+    converters.export_hf(str(wide_weights_dir), str(tmp_path / 'bad'))
+  assert not (tmp_path / 'bad').exists()

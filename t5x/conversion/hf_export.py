@@ -1,11 +1,14 @@
 """`t5x export-hf`: a Hugging Face folder that proves itself before it appears.
 
 The folder is written to a temporary sibling and checked there with the installed
-transformers: logits on sample inputs (max |diff| <= 1e-4, fp32) and greedy decodes
-of sample prompts (token-identical to this project's decoder). Only then is it renamed
+transformers: teacher-forced logits on sample inputs, both sides in float64, within
+LOGITS_RTOL64 of the largest logit (see there why float64), and greedy decodes of sample
+prompts in float32 (token-identical to this project's decoder). Only then is it renamed
 into place, with generation_config.json (the recipe's decoding settings), the tokenizer
 files and a README.md model card.
 """
+import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -24,7 +27,15 @@ from t5x import model_config
 from t5x.conversion import hf_convert
 from t5x.examples.t5.network import Transformer
 
-LOGITS_ATOL = 1e-4
+# The logits check runs both sides in float64 (JAX's x64 mode, torch's double) and
+# allows LOGITS_RTOL64 times the largest |logit| (at least 1). In float32 no fixed bound
+# separates a conversion bug from round-off: a T5 1.1 with N(0, 0.5) weights (logits near
+# 7) differs from transformers' float32 by 1.2e-3, and each float32 side differs from
+# float64 by 5e-4 to 1.2e-3; real XXL models carry activations in the thousands. In
+# float64 a correct conversion agrees to round-off (about 1e-13 of the logits here),
+# while one tensor scaled by 1.01 moves the logits by about 1e-3 of their size: 1e-8
+# leaves five orders of magnitude on each side.
+LOGITS_RTOL64 = 1e-8
 # Greedy decodes of these must match transformers'; plain text any vocabulary covers
 # (the first is also the model card's usage example).
 SAMPLE_PROMPTS = ('Write a sentence about the sea.', 'Answer: what falls from clouds?',
@@ -52,8 +63,8 @@ def export(model_dir: str, out_dir: str, *, verify: bool = True, force: bool = F
 
 
 def verify_export(model: loader.Loaded, folder: str, seed: int = 0) -> dict:
-  """Loads `folder` with transformers and compares logits and greedy decodes."""
-  import torch
+  """Loads `folder` with transformers and compares logits (both sides in float64) and
+  greedy decodes (float32, as users run them); see LOGITS_RTOL64."""
   import transformers
   hf = transformers.T5ForConditionalGeneration.from_pretrained(folder).eval()
   rng = np.random.RandomState(seed)
@@ -61,19 +72,73 @@ def verify_export(model: loader.Loaded, folder: str, seed: int = 0) -> dict:
   enc = rng.randint(2, vocab, (4, 24)).astype(np.int32)
   enc[1, 15:] = 0
   dec = np.concatenate([np.zeros((4, 1), np.int32), rng.randint(2, vocab, (4, 11))], 1)
-  with torch.no_grad():
-    theirs = hf(input_ids=torch.tensor(enc, dtype=torch.long),
-                attention_mask=torch.tensor(enc != 0, dtype=torch.long),
-                decoder_input_ids=torch.tensor(dec, dtype=torch.long)).logits.numpy()
-  logits = jax.jit(functools.partial(Transformer(model.config).apply, enable_dropout=False))
-  diff = float(np.abs(np.asarray(logits({'params': model.params}, enc, dec)) - theirs).max())
-  if not diff <= LOGITS_ATOL:
-    raise VerificationError(f'logits of the export differ by {diff:.2e} (> {LOGITS_ATOL})')
+  diff, scale, diff32 = _logits_differences(model, hf, enc, dec)
+  if not diff <= LOGITS_RTOL64 * scale:
+    raise VerificationError(
+        f'logits of the export differ by {diff:.2e} in float64, more than {LOGITS_RTOL64:g} x '
+        f'{scale:.3g} (the largest logit): a tensor was converted wrongly')
   prompts = _sample_prompts(model, enc)
+  _check_greedy_decodes(model, hf, prompts)
+  return {'logits_max_abs_diff': diff, 'logits_tolerance': LOGITS_RTOL64 * scale,
+          'logits_float32_max_abs_diff': diff32, 'greedy_prompts': int(len(prompts)),
+          'greedy_identical': True}
+
+
+def _logits_differences(model: loader.Loaded, hf, enc: np.ndarray, dec: np.ndarray):
+  """(max |ours - theirs| in float64, max(1, max |logit|), max |ours in float32 - theirs
+  in float32|) of the teacher-forced logits of the export `hf` (left in float32)."""
+  import torch
+  inputs = dict(input_ids=torch.tensor(enc, dtype=torch.long),
+                attention_mask=torch.tensor(enc != 0, dtype=torch.long),
+                decoder_input_ids=torch.tensor(dec, dtype=torch.long))
+  with torch.no_grad():
+    theirs32 = hf(**inputs).logits.numpy()
+    with _norms_in_input_dtype():
+      theirs = hf.double()(**inputs).logits.numpy()
+    hf.float()
+  cfg64 = dataclasses.replace(model.config, dtype='float64', param_dtype='float64')
+  with jax.enable_x64(True):
+    params64 = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64), model.params)
+    ours = np.asarray(Transformer(cfg64).apply({'params': params64}, enc, dec,
+                                               enable_dropout=False))
+  ours32 = np.asarray(_logits32(Transformer(model.config))({'params': model.params}, enc, dec))
+  return (float(np.abs(ours - theirs).max()), max(1.0, float(np.abs(theirs).max())),
+          float(np.abs(ours32 - theirs32).max()))
+
+
+@contextlib.contextmanager
+def _norms_in_input_dtype():
+  """transformers' T5LayerNorm computes its variance in float32 whatever the model's
+  dtype, a float32 step inside a double model (its doubles then differ from float64 by
+  ~1e-3 on the N(0, 0.5) model). While this is active it computes the same function in
+  the input's dtype, so the double model is double throughout."""
+  import torch
+  from transformers.models.t5 import modeling_t5
+  original = modeling_t5.T5LayerNorm.forward
+
+  def forward(self, hidden_states):
+    variance = hidden_states.pow(2).mean(-1, keepdim=True)
+    return self.weight * (hidden_states * torch.rsqrt(variance + self.variance_epsilon))
+
+  modeling_t5.T5LayerNorm.forward = forward
+  try:
+    yield
+  finally:
+    modeling_t5.T5LayerNorm.forward = original
+
+
+@functools.lru_cache(maxsize=8)
+def _logits32(module: Transformer):
+  return jax.jit(functools.partial(module.apply, enable_dropout=False))
+
+
+def _check_greedy_decodes(model: loader.Loaded, hf, prompts: np.ndarray) -> None:
+  """Greedy decodes of `prompts` (16 tokens, float32 on both sides) must be identical."""
+  import torch
   length = 16
   ours, _ = decoding.generate(Transformer(model.config), model.params, prompts,
                               decoding.DecodeOptions(max_decode_length=length))
-  ours = np.asarray(ours)[:, 0]
+  ours = ours[:, 0]
   with torch.no_grad():
     generated = hf.generate(input_ids=torch.tensor(prompts, dtype=torch.long),
                             attention_mask=torch.tensor(prompts != 0, dtype=torch.long),
@@ -84,8 +149,6 @@ def verify_export(model: loader.Loaded, folder: str, seed: int = 0) -> dict:
     row = int(np.argmax(np.any(_after_eos_zeroed(generated) != _after_eos_zeroed(ours), 1)))
     raise VerificationError(f'greedy decodes differ on sample prompt {row}: ours '
                             f'{ours[row].tolist()}, transformers {generated[row].tolist()}')
-  return {'logits_max_abs_diff': diff, 'greedy_prompts': int(len(prompts)),
-          'greedy_identical': True}
 
 
 def _sample_prompts(model: loader.Loaded, fallback: np.ndarray) -> np.ndarray:
@@ -170,8 +233,9 @@ def _write_model_card(folder: str, name: str, model: loader.Loaded, run: dict,
                  f'{final.get("accuracy", float("nan")):.4f}')
   if report:
     lines.append(f'- Verified at export: logits max |diff| {report["logits_max_abs_diff"]:.2e} '
-                 f'against the JAX checkpoint; greedy decodes of {report["greedy_prompts"]} '
-                 'sample prompts token-identical.')
+                 'against the JAX checkpoint, both in float64 (float32: '
+                 f'{report["logits_float32_max_abs_diff"]:.2e}); greedy decodes of '
+                 f'{report["greedy_prompts"]} sample prompts token-identical.')
   lines += ['', '```python', 'from transformers import AutoTokenizer, T5ForConditionalGeneration',
             f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
             f'model = T5ForConditionalGeneration.from_pretrained("{name}")',

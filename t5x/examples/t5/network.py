@@ -161,7 +161,15 @@ class Embed(nn.Module):
 
   def attend(self, x: Array) -> Array:
     """[b, l, e] -> float32 [b, l, v]: dot products with every embedding."""
-    return jnp.dot(x.astype(jnp.float32), self.embedding.astype(jnp.float32).T)
+    wide = wide_dtype(self.config)
+    return jnp.dot(x.astype(wide), self.embedding.astype(wide).T)
+
+
+def wide_dtype(cfg: T5Config) -> jnp.dtype:
+  """Where statistics, attention logits and output logits are computed: float32, or
+  float64 for a float64 network (JAX's x64 mode; the Hugging Face export checks its
+  conversion that way, where round-off cannot hide a wrong tensor)."""
+  return jnp.promote_types(jnp.float32, jnp.dtype(cfg.dtype))
 
 
 class RMSNorm(nn.Module):
@@ -173,9 +181,10 @@ class RMSNorm(nn.Module):
     cfg = self.config
     scale = _param(self, 'scale', nn.initializers.ones, (x.shape[-1],), ('embed',),
                    jnp.dtype(cfg.param_dtype))
-    x32 = x.astype(jnp.float32)
+    wide = wide_dtype(cfg)
+    x32 = x.astype(wide)
     x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + cfg.layer_norm_epsilon)
-    return (x32 * scale.astype(jnp.float32)).astype(jnp.dtype(cfg.dtype))
+    return (x32 * scale.astype(wide)).astype(jnp.dtype(cfg.dtype))
 
 
 def relative_position_bucket(relative_position: Array, bidirectional: bool, num_buckets: int,
@@ -217,7 +226,7 @@ class RelativePositionBiases(nn.Module):
     bucket = relative_position_bucket(relative, self.bidirectional,
                                       cfg.relative_attention_num_buckets,
                                       cfg.relative_attention_max_distance)
-    return jnp.transpose(table.astype(jnp.float32)[:, bucket], (1, 0, 2, 3))
+    return jnp.transpose(table.astype(wide_dtype(cfg))[:, bucket], (1, 0, 2, 3))
 
 
 def attention_bias(mask: Array) -> Array:
@@ -264,9 +273,9 @@ class MultiHeadAttention(nn.Module):
       key, value = self._update_cache(key, value)
 
     if cfg.float32_attention_logits:
-      query, key = query.astype(jnp.float32), key.astype(jnp.float32)
+      query, key = query.astype(wide_dtype(cfg)), key.astype(wide_dtype(cfg))
     logits = jnp.einsum('bqhd,bkhd->bhqk', query, key) + bias.astype(query.dtype)
-    weights = jax.nn.softmax(logits.astype(jnp.float32)).astype(jnp.dtype(cfg.dtype))
+    weights = jax.nn.softmax(logits.astype(wide_dtype(cfg))).astype(jnp.dtype(cfg.dtype))
     weights = nn.Dropout(cfg.dropout_rate)(weights, deterministic=not enable_dropout)
     out = jnp.einsum('bhqk,bkhd->bqhd', weights, value.astype(weights.dtype))
     out = out.reshape(out.shape[:2] + (h * d,))
@@ -489,7 +498,7 @@ class Decoder(nn.Module):
       # T5 1.0 reuses the embedding and rescales, since it was trained that way.
       logits = self.shared_embedding.attend(y) / np.sqrt(cfg.emb_dim).astype(np.float32)
     else:
-      logits = Dense(cfg.vocab_size, ('embed', 'vocab'), cfg, dtype=jnp.float32,
+      logits = Dense(cfg.vocab_size, ('embed', 'vocab'), cfg, dtype=wide_dtype(cfg),
                      name='logits_dense')(y)
     return nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
 

@@ -80,9 +80,6 @@ def load(path: str, param_dtype: Optional[str] = None, partitioner: Any = None) 
   `partitioning.PjitPartitioner`, e.g. `PjitPartitioner(num_partitions=8)` for a model
   larger than one device) restores the parameters onto its mesh, shard by shard (see
   `loader.load_on_mesh`), and decodes there."""
-  if partitioner is not None:
-    loaded = loader.load_on_mesh(path, partitioner, param_dtype)
-  else:
-    loaded = loader.load(path, param_dtype)
+  loaded = loader.load(path, param_dtype, partitioner)
   fields = {f.name: getattr(loaded, f.name) for f in dataclasses.fields(loader.Loaded)}
   return Model(**fields, partitioner=partitioner)

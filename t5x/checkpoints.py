@@ -135,6 +135,12 @@ def unreadable_step_folders(model_dir: str) -> list[str]:
                 if _STEP_DIR.match(p.name) and not is_checkpoint(str(p)))
 
 
+def checkpoint_folder(path: str) -> Optional[str]:
+  """`path` itself when it is a `checkpoint_<step>` folder, else the latest checkpoint of
+  the MODEL_DIR `path`, else None (no checkpoint of this project or T5X here)."""
+  return path if is_checkpoint(path) else latest(path)
+
+
 def latest(model_dir: str) -> Optional[str]:
   """The newest checkpoint folder in MODEL_DIR, or None."""
   found = steps(model_dir)

@@ -84,9 +84,10 @@ def until_eos(tokens) -> list[int]:
   return kept
 
 
-def load(path: str, param_dtype: Optional[str] = None) -> Loaded:
+def load(path: str, param_dtype: Optional[str] = None, partitioner=None) -> Loaded:
   """Reads a MODEL_DIR (latest checkpoint), one `checkpoint_<step>` folder, a Hugging Face
-  T5 folder, or a legacy T5X checkpoint (file or folder).
+  T5 folder, or a legacy T5X checkpoint (file or folder). With a `partitioner`, see
+  `load_on_mesh`; what follows is the host read.
 
   `param_dtype='bfloat16'` keeps the parameters in bfloat16 (half the memory of float32)
   for inference; activations keep the checkpoint's `dtype`. None keeps the stored dtype.
@@ -96,6 +97,8 @@ def load(path: str, param_dtype: Optional[str] = None) -> Loaded:
   is unstacked once here, since decoding runs the unscanned network (see decoding). LoRA
   adapters are merged into their kernels (`merged_lora_rank` says so).
   """
+  if partitioner is not None:
+    return load_on_mesh(path, partitioner, param_dtype)
   model = _read(os.fspath(path))
   dtype = jax.numpy.dtype(param_dtype or model.config.param_dtype)
   if dtype == jax.numpy.dtype(model.config.param_dtype):
@@ -169,7 +172,7 @@ def load_on_mesh(path: str, partitioner, param_dtype: Optional[str] = None) -> L
   whose adapters are merged first) are read on the host, then placed.
   """
   path = os.fspath(path)
-  checkpoint = path if checkpoints.is_checkpoint(path) else checkpoints.latest(path)
+  checkpoint = checkpoints.checkpoint_folder(path)
   if checkpoint is not None:
     model_dir = os.path.dirname(os.path.abspath(checkpoint))
     stored = checkpoints.target_structs(checkpoint)

@@ -60,16 +60,13 @@ def load_model(path: str, dtype: Optional[str], model: Any = None,
   """The parameters at `path` (cast to `dtype` when given), for the network of `model`
   (an EncoderDecoderModel a gin file built, as T5X's `%MODEL`) when given, else for the
   network the checkpoint describes. With a `partitioner`, restored shard by shard onto its
-  mesh (see loader.load_on_mesh), else read on the host.
+  mesh in its stored layout (see loader.load_on_mesh), else read on the host, unscanned.
 
   A gin network that the checkpoint does not fit is a ValueError naming the first missing
   or mis-shaped parameter. The gin network's non-shape fields (dtype, activations,
-  dropout, ...) are the ones used. Decoding runs the unscanned network.
+  dropout, ...) are the ones used, in the layout the parameters came in.
   """
-  if partitioner is not None:
-    loaded = loader.load_on_mesh(path, partitioner, dtype)
-  else:
-    loaded = loader.load(path, dtype)
+  loaded = loader.load(path, dtype, partitioner)
   if model is None:
     return loaded
   cfg = dataclasses.replace(model.module.config, scan_layers=loaded.config.scan_layers,

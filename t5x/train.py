@@ -371,7 +371,7 @@ def initial_step(path: str) -> int:
 def _matching_checkpoint(path: str, trainer: trainer_lib.Trainer) -> Optional[str]:
   """The checkpoint folder of INITIAL_CHECKPOINT_PATH (itself, or a MODEL_DIR's latest)
   when its parameters are exactly the model's (read from its metadata); else None."""
-  folder = path if checkpoints.is_checkpoint(path) else checkpoints.latest(path)
+  folder = checkpoints.checkpoint_folder(path)
   if not folder:
     return None
   abstract = trainer.abstract_state.params
@@ -404,8 +404,8 @@ def _restore_initial_sharded(folder: str, trainer: trainer_lib.Trainer) -> Any:
 def load_initial_params(path: str, trainer: trainer_lib.Trainer) -> Any:
   """Parameters from INITIAL_CHECKPOINT_PATH, checked against the model's shapes."""
   cfg = trainer.model.config
-  if checkpoints.is_checkpoint(path) or checkpoints.latest(path):
-    folder = path if checkpoints.is_checkpoint(path) else checkpoints.latest(path)
+  folder = checkpoints.checkpoint_folder(path)
+  if folder:
     params = checkpoints.restore_target(folder)
   else:
     params = loader.load(path).params  # HF or T5X: plain layout, LoRA merged

@@ -252,10 +252,7 @@ def load_model(checkpoint: str, vocabulary: Optional[str] = None,
   if vocabulary and not os.path.isfile(vocabulary):
     raise FileNotFoundError(f'--vocabulary {vocabulary}: no such file; give a SentencePiece '
                             'model (spiece.model)')
-  if partitioner is not None:
-    model = loader.load_on_mesh(checkpoint, partitioner, param_dtype)
-  else:
-    model = loader.load(checkpoint, param_dtype)
+  model = loader.load(checkpoint, param_dtype, partitioner)
   if vocabulary:
     model = dataclasses.replace(model, vocabulary_path=vocabulary)
   if not model.vocabulary_path:
